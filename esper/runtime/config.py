@@ -1,0 +1,36 @@
+"""Runtime settings: how many runners, sync or async, when to stop, checkpoints and faults.
+
+Plain pydantic: importing this module does not import Ray.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FaultInjection(BaseModel):
+    """Test hooks: kill a runner's process at a named point, once (its first life)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kill_runner: int | None = Field(None, ge=0, description="index of the runner to kill")
+    at_sample_call: int = Field(2, ge=1, description="...during its Nth sample() call, after the first env step")
+
+
+class RuntimeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["ppo", "heuristic", "static"] = "ppo"
+    runners: int | Literal["auto"] = Field("auto", description="EnvRunner actors; auto = per GPU × runners_per_gpu, or CPUs - 1")
+    envs_per_runner: int = Field(2, ge=1, description="environments in each runner's VectorEnv")
+    runners_per_gpu: int = Field(1, ge=1, description="runners sharing one GPU (num_gpus = 1/R each)")
+    steps_per_sample: int = Field(8, ge=1, description="environment steps each env takes per sample() call")
+    mode: Literal["sync", "async"] = "sync"
+    max_policy_lag: int = Field(1, ge=0, description="async: drop trajectories more than this many versions old")
+    total_updates: int | None = Field(20, ge=1, description="stop after this many learner updates (ppo)")
+    total_episodes: int | None = Field(None, ge=1, description="stop after this many completed episodes")
+    checkpoint_every: int = Field(5, ge=1, description="learner checkpoint every N updates (and at the end)")
+    max_restarts: int = Field(3, ge=0, description="restarts Ray grants each runner and the learner")
+    eager: bool = Field(False, description="never capture CUDA graphs (debugging)")
+    faults: FaultInjection = FaultInjection()

@@ -1,0 +1,74 @@
+"""Simic's settings: the environment (episode length, reward, governor), PPO and IQL."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RewardConfig(BaseModel):
+    """One reward, its defaults in one place (DESIGN.md, "Reward"). Accuracies are fractions in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    acc_gain_weight: float = Field(10.0, description="× change in validation accuracy this step")
+    contribution_weight: float = Field(2.0, description="× counterfactual contribution of each active seed")
+    param_rent: float = Field(0.05, ge=0, description="per step, × (params added / host params)")
+    shaping_weight: float = Field(0.1, ge=0, description="scale of the potential over seed stages (shaped with PPO's gamma)")
+    terminal_weight: float = Field(10.0, description="× final validation accuracy, on the last step")
+
+
+class GovernorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    loss_ceiling: float = Field(50.0, gt=0, description="a train loss above this counts as divergence")
+
+
+class EnvConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_epochs: int = Field(25, ge=2, description="decisions per episode (one host training run)")
+    reward: RewardConfig = RewardConfig()
+    governor: GovernorConfig = GovernorConfig()
+
+
+class PPOConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gamma: float = Field(0.99, gt=0, le=1, description="discount; also the reward shaping's gamma (one value)")
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0)
+    value_clip: float | None = Field(0.2, gt=0, description="clip the value update like the policy's; None = off")
+    epochs: int = Field(4, ge=1)
+    minibatches: int = Field(4, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    total_updates: int = Field(200, ge=1, description="horizon of the lr and entropy schedules")
+    entropy_coef: float = Field(0.02, ge=0)
+    entropy_coef_final: float = Field(0.002, ge=0)
+    value_coef: float = Field(0.5, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    target_kl: float | None = Field(0.03, gt=0, description="stop the update's epochs early past this approx KL")
+    normalize_advantages: bool = True
+    device: str = Field("auto", description="learner device")
+
+
+class IQLConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expectile: float = Field(0.7, gt=0.5, lt=1)
+    temperature: float = Field(3.0, gt=0, description="β in exp(β·A) for policy extraction")
+    max_weight: float = Field(100.0, gt=0)
+    tau: float = Field(0.005, gt=0, le=1, description="target network Polyak rate")
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-4, gt=0)
+
+
+class SimicConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    env: EnvConfig = EnvConfig()
+    ppo: PPOConfig = PPOConfig()
+    iql: IQLConfig = IQLConfig()

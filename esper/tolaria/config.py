@@ -1,0 +1,44 @@
+"""Tolaria's settings: which data, how it is split, and how the host is trained."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Literal["synthetic", "cifar10", "image_folder"] = "synthetic"
+    root: str | None = Field(None, description="cifar10: folder holding cifar-10-batches-py; image_folder: folder with train/ and test/")
+    download: bool = Field(False, description="cifar10: download through torchvision when missing (once per node, under a file lock)")
+    image_size: int = Field(32, ge=8, description="synthetic and image_folder: side of the square images")
+    train_size: int = Field(2048, ge=64, description="synthetic: training images (before the validation split); others: cap, 0 = all")
+    val_size: int = Field(1024, ge=32, description="images carved from the training pool for validation (decisions and rewards)")
+    test_size: int = Field(1024, ge=32, description="synthetic: held-out test images; others: cap on the test split")
+    seed: int = Field(0, description="task seed: synthetic generation and the train/validation split")
+    augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on the device (use for CIFAR-10)")
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field("auto", description="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    batches_per_step: int | None = Field(None, ge=1, description="batches trained per environment step; None = one epoch")
+    lr: float = Field(0.05, gt=0)
+    seed_lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0, description="per-group gradient-norm clip (host and each seed separately)")
+    counterfactual_batches: int | None = Field(None, ge=1, description="validation batches for counterfactual evals; None = all")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = Field(True, description="channels-last memory format on CUDA (ignored on CPU)")
+
+
+class TolariaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
