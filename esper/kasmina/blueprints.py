@@ -24,6 +24,8 @@ class _NormSeed(nn.Module):
 
     def __init__(self, channels: int, groups: int = 1) -> None:
         super().__init__()
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"norm: groups must be a positive integer, got {groups!r}")
         if channels % groups:
             raise ValueError(f"norm blueprint: groups={groups} must divide channels={channels}")
         self.norm = nn.GroupNorm(groups, channels)
@@ -38,6 +40,8 @@ class _SqueezeExciteSeed(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
         super().__init__()
+        if not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"attention: reduction must be a positive integer, got {reduction!r}")
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)

@@ -67,8 +67,11 @@ class KasminaConfig(BaseModel):
     @field_validator("blueprint_params")
     @classmethod
     def _known_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from esper.kasmina.blueprints import validate_params
+        from esper.kasmina.blueprints import UnknownBlueprintError, validate_params
 
         for bp, params in v.items():
-            validate_params(bp, params)
+            try:
+                validate_params(bp, params)
+            except UnknownBlueprintError as exc:   # a KeyError: pydantic would let it escape unreported
+                raise ValueError(str(exc)) from None
         return v

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from esper.kasmina.blueprints import create_seed
 from esper.kasmina.config import KasminaConfig, LifecycleConfig
 from esper.kasmina.host import build_host
 from esper.kasmina.slot import SeedSlot
@@ -59,6 +60,19 @@ def infer_shapes(host: nn.Module, layers: Sequence[nn.Module], input_shape: Sequ
     return [shapes[k] for k in range(len(layers))]
 
 
+def _check_blueprint_params(blueprint_params: dict[str, dict[str, Any]], slots: Sequence[SeedSlot]) -> None:
+    """Build every configured blueprint for every slot's channel count on the meta device (no memory), so a
+    shape setting that does not fit this host fails now, not at a GERMINATE in the middle of an episode."""
+    for bp, params in blueprint_params.items():
+        for slot in slots:
+            try:
+                with torch.device("meta"):
+                    create_seed(bp, slot.channels, params)
+            except ValueError as exc:
+                raise ValueError(f"kasmina.blueprint_params.{bp}={params} does not fit slot {slot.name!r} "
+                                 f"({slot.channels} channels): {exc}") from None
+
+
 class MorphogeneticModel(nn.Module):
     """A host with seed slots grafted at named layers. `model.to(...)` moves slots and seeds too."""
 
@@ -73,6 +87,7 @@ class MorphogeneticModel(nn.Module):
         self.slots = nn.ModuleList(
             SeedSlot(i, name, shape[0], shape, lifecycle, blueprint_params) for i, (name, shape) in
             enumerate(zip(slot_layers, shapes)))
+        _check_blueprint_params(blueprint_params or {}, self.slots)
         p = next(host.parameters())
         self.slots.to(device=p.device, dtype=p.dtype)
         for layer, slot in zip(layers, self.slots):

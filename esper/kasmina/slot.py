@@ -43,6 +43,7 @@ class SeedSlot(nn.Module):
         self._reset_seed_stats()
         self.embargo_left = 0
         self.graph_version = 0                         # bumps whenever the forward's structure changes
+        self.last_gate: GateResult | None = None       # the latest gate evaluated, passed or failed
 
     # ------------------------------------------------------------------ forward
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -107,6 +108,7 @@ class SeedSlot(nn.Module):
     def germinate(self, blueprint_id: str, epoch: int) -> tuple[GateResult, SeedEvent | None]:
         gate = gates.g0_germinate(blueprint_known=blueprint_id in CATALOG, slot_free=self.stage is S.DORMANT,
                                   embargo_left=self.embargo_left)
+        self.last_gate = gate
         if not gate.passed:
             return gate, None
         self.seed = create_seed(blueprint_id, self.channels, self.blueprint_params.get(blueprint_id)).to(
@@ -136,6 +138,7 @@ class SeedSlot(nn.Module):
             raise IllegalTransitionError(
                 f"ADVANCE is not possible from {self.stage.name} (slot {self.index}); "
                 f"the agent advances only from TRAINING, SHADOWING or PROBATIONARY")
+        self.last_gate = gate
         if not gate.passed:
             return gate, None
         event = self._move(target, epoch, gate.reason, gate)
@@ -170,6 +173,7 @@ class SeedSlot(nn.Module):
         cfg = self.lifecycle
         if self.stage is S.GERMINATED:
             gate = self._g1()
+            self.last_gate = gate
             if gate.passed:
                 out.append((self._move(S.TRAINING, epoch, gate.reason, gate), gate))
             else:
@@ -179,6 +183,7 @@ class SeedSlot(nn.Module):
             if self.epochs_in_stage >= cfg.blend_steps:
                 gate = gates.g3_blend_done(alpha=float(self.alpha), val_acc=self.val_acc,
                                            val_acc_at_entry=self.val_acc_at_stage_entry, cfg=cfg)
+                self.last_gate = gate              # a failed G3 keeps the seed blending; the caller can report it
                 if gate.passed:
                     out.append((self._move(S.SHADOWING, epoch, gate.reason, gate), gate))
         elif self.stage is S.FOSSILIZED:
@@ -216,6 +221,7 @@ class SeedSlot(nn.Module):
         self.stage = S.DORMANT
         self.blueprint = None
         self.embargo_left = 0
+        self.last_gate = None
         self._reset_seed_stats()
         self.graph_version += 1
 

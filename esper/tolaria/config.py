@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class DataConfig(BaseModel):
@@ -13,11 +13,20 @@ class DataConfig(BaseModel):
     root: str | None = Field(None, description="cifar10: folder holding cifar-10-batches-py; image_folder: folder with train/ and test/")
     download: bool = Field(False, description="cifar10: download through torchvision when missing (once per node, under a file lock)")
     image_size: int = Field(32, ge=8, description="synthetic and image_folder: side of the square images")
-    train_size: int = Field(2048, ge=64, description="synthetic: training images (before the validation split); others: cap, 0 = all")
+    train_size: int = Field(2048, ge=0, description="synthetic: training images (before the validation split); others: cap, 0 = all")
     val_size: int = Field(1024, ge=32, description="images carved from the training pool for validation (decisions and rewards)")
     test_size: int = Field(1024, ge=32, description="synthetic: held-out test images; others: cap on the test split")
     seed: int = Field(0, description="task seed: synthetic generation and the train/validation split")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on the device (use for CIFAR-10)")
+
+    @field_validator("train_size")
+    @classmethod
+    def _train_size(cls, v: int, info: ValidationInfo) -> int:
+        synthetic = info.data.get("dataset", "synthetic") == "synthetic"
+        if v < 64 and (synthetic or v != 0):
+            allowed = ">= 64" if synthetic else ">= 64, or 0 for the whole training pool"
+            raise ValueError(f"train_size must be {allowed} for dataset {info.data.get('dataset')!r}, got {v}")
+        return v
 
 
 class TrainingConfig(BaseModel):

@@ -1,0 +1,73 @@
+"""The learned Tamiyo as a Policy: network + observation normaliser, loaded from versioned weights.
+
+`PolicyWeights` is what the learner publishes (one object per version) and runners load: the
+network's and normaliser's state as CPU tensors, the version, and what they were made for.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from esper.leyline import ActionSpace, TamiyoDecision, TensorSchema
+from esper.simic.normalizer import RunningMeanStd
+from esper.tamiyo.network import ActorCritic, log_prob, sample
+
+PolicyWeights = dict[str, Any]
+
+
+def make_network(schema: TensorSchema, space: ActionSpace, hidden: Sequence[int]) -> ActorCritic:
+    return ActorCritic(schema.size, space.n, hidden)
+
+
+class PPOAgent:
+    """Acts for K envs at once: one batched forward on the agent's device per step."""
+
+    name = "ppo"
+
+    def __init__(self, network: ActorCritic, schema: TensorSchema, space: ActionSpace, device: torch.device,
+                 seed: int = 0) -> None:
+        self.network = network.to(device).eval()
+        self.normalizer = RunningMeanStd(schema.size, device)
+        self.schema, self.space, self.device = schema, space, device
+        self.version = 0
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def reset(self, env_indices: Sequence[int]) -> None:
+        pass
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, masks: np.ndarray) -> list[TamiyoDecision]:
+        o = self.normalizer.normalize(torch.as_tensor(obs, device=self.device))
+        m = torch.as_tensor(masks, device=self.device)
+        logits, values = self.network(o, m)
+        actions = sample(logits, self.generator)
+        logp = log_prob(logits, actions)
+        probs = torch.softmax(logits, -1).gather(-1, actions[:, None]).squeeze(-1)
+        a, lp, v, p = (t.cpu().numpy() for t in (actions, logp, values, probs))   # one transfer per step
+        return [TamiyoDecision(self.space.decode(int(a[k])), int(a[k]), f"sampled from policy v{self.version}",
+                               float(p[k]), float(lp[k]), float(v[k])) for k in range(len(a))]
+
+    def load_weights(self, weights: PolicyWeights) -> None:
+        if weights["version"] == self.version and self.version > 0:
+            return
+        self.schema.check_fingerprint(weights["schema_fingerprint"], what="policy weights")
+        if weights["action_space"] != self.space.describe():
+            raise ValueError(f"policy weights are for action space {weights['action_space']}, "
+                             f"this env has {self.space.describe()}")
+        self.network.load_state_dict(weights["network"])
+        self.normalizer.load_state_dict(weights["normalizer"])
+        self.version = int(weights["version"])
+
+
+def export_weights(network: ActorCritic, normalizer: RunningMeanStd, version: int, schema: TensorSchema,
+                   space: ActionSpace) -> PolicyWeights:
+    return {
+        "version": int(version),
+        "network": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+        "normalizer": normalizer.state_dict(),
+        "schema_fingerprint": schema.fingerprint,
+        "action_space": space.describe(),
+        "hidden": list(network.hidden),
+    }

@@ -1,0 +1,264 @@
+"""EnvCore: one morphogenetic environment, split into phases so a VectorEnv can interleave K of them.
+
+    begin_step(action)  apply the action, snapshot for the governor          (host)
+    train_batch()       one batch of host training                           (device, no sync)
+    evaluate()          validation, counterfactuals, test on the last step    (device, no sync)
+    device_stats()      every number the step produced, as one device tensor
+    finish_step(stats)  after the caller's single sync: governor, gates, reward, observation
+
+`MorphogeneticEnv.step` runs the phases for one env; `VectorEnv.step` runs each phase across all
+envs before the next, with one synchronisation for all of them.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import torch
+
+from esper.kasmina import GradientCollector, GradientHealth, build_model
+from esper.leyline import ActionKind, EpisodeSummary, GateResult, SeedEvent, SeedStage
+from esper.nissa import get_hub
+from esper.simic.context import EnvContext
+from esper.simic.governor import Governor
+from esper.simic.observation import write_observation
+from esper.simic.rewards import RewardBreakdown, compute_reward, potential
+from esper.tamiyo import SignalTracker, action_mask, describe_illegal
+from esper.tolaria import BatchStream, HostTrainer, counterfactual, summarise
+
+S = SeedStage
+MEASURED = (S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY)   # stages with a counterfactual each step
+
+
+class IllegalActionError(ValueError):
+    pass
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (global seed, runner, env, episode, ...), stable across processes."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class EnvCore:
+    def __init__(self, ctx: EnvContext, env_index: int = 0) -> None:
+        self.ctx, self.env_index = ctx, env_index
+        self.n_slots = len(ctx.kasmina.slots)
+        self.batches_per_step = ctx.tolaria.training.batches_per_step
+        self.obs = np.zeros(ctx.schema.size, dtype=np.float32)
+        self.tracker = SignalTracker()
+        self.governor = Governor(ctx.env.governor)
+        self.stream = BatchStream(ctx.data, ctx.tolaria.training.batch_size, 0, ctx.tolaria.data.augment)
+        if self.batches_per_step is None:
+            self.batches_per_step = self.stream.batches_per_epoch
+        self.policy_version = -1       # set by whoever drives the env (telemetry only)
+        self.policy_name = ""
+        self.model = None
+
+    # ------------------------------------------------------------------------------------ episode
+    def reset(self, seed: int, episode_id: str, attempt: int = 0) -> tuple[np.ndarray, dict]:
+        ctx = self.ctx
+        self.seed, self.episode_id, self.attempt = int(seed), episode_id, attempt
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, 0))
+            model = build_model(ctx.kasmina, ctx.data.input_shape)
+        self.model = model.to(ctx.device, memory_format=ctx.data.memory_format)
+        life = ctx.kasmina.lifecycle
+        self.collector = GradientCollector(self.model, life.grad_vanish_threshold, life.grad_explode_threshold)
+        self.trainer = HostTrainer(self.model, ctx.tolaria.training, self.collector)
+        self.stream.reseed(derive_seed(seed, 1))
+        self._allocate_accumulators()
+        self.epoch, self.episode_return, self.rollbacks = 0, 0.0, 0
+        self.germinated = self.fossilized = self.culled = 0
+        self.action_counts: Counter[str] = Counter()
+        self.health: GradientHealth | None = None
+        self.final_test_acc = float("nan")
+        val = self.trainer.evaluate(ctx.data, "val").cpu().numpy()           # the episode's baseline
+        val_loss, val_acc = summarise(val)
+        self.tracker.reset(val_loss, val_acc)
+        for s in self.model.slots:
+            s.val_acc = val_acc
+        write_observation(self.obs, ctx.schema, self.tracker.baseline(), ctx.max_epochs, None, self.model, 0)
+        self.phi = potential([s.stage for s in self.model.slots], 0, ctx.env.reward)
+        return self.obs.copy(), {"action_mask": self.action_mask(), "episode_id": episode_id, "val_acc": val_acc}
+
+    def _allocate_accumulators(self) -> None:
+        dev = self.ctx.device
+        self.val_acc_t = torch.zeros(3, device=dev)
+        self.cf_t = torch.zeros(self.n_slots, 3, device=dev)
+        self.cf_base_t = torch.zeros(3, device=dev)
+        self.test_t = torch.zeros(3, device=dev)
+
+    def action_mask(self) -> np.ndarray:
+        return action_mask([s.stage for s in self.model.slots], self.ctx.space)
+
+    def fossil_count(self) -> int:
+        return sum(len(s.fossils) for s in self.model.slots)
+
+    # ------------------------------------------------------------------------------------ phases
+    def begin_step(self, action: int) -> None:
+        if self.model is None:
+            raise RuntimeError("call reset() before step()")
+        mask = self.action_mask()
+        if not (0 <= int(action) < len(mask)) or not mask[int(action)]:
+            stages = [s.stage for s in self.model.slots]
+            if not 0 <= int(action) < len(mask):
+                raise IllegalActionError(f"action {action} out of range [0, {len(mask)})")
+            raise IllegalActionError(describe_illegal(int(action), stages, self.ctx.space))
+        act = self.ctx.space.decode(int(action))
+        self.action_counts[act.kind.name] += 1
+        self.last_action = str(act)
+        self.step_events: list[tuple[SeedEvent, GateResult | None]] = []
+        self.fossilized_contributions: list[float] = []
+        if act.kind is ActionKind.GERMINATE:
+            slot = self.model.slots[act.slot]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, 2, self.epoch, act.slot))
+                gate, event = slot.germinate(act.blueprint, self.epoch)
+            self._record(gate, event, slot, act.slot)
+            self.germinated += event is not None
+        elif act.kind is ActionKind.ADVANCE:
+            slot = self.model.slots[act.slot]
+            contribution = slot.last_contribution
+            gate, event = slot.advance(self.epoch)
+            self._record(gate, event, slot, act.slot)
+            if event is not None and slot.stage is S.FOSSILIZED:
+                self.fossilized += 1
+                self.fossilized_contributions.append(contribution or 0.0)
+        elif act.kind is ActionKind.CULL:
+            self.step_events.append((self.model.slots[act.slot].cull(self.epoch, "culled by Tamiyo"), None))
+            self.culled += 1
+        self.trainer.sync_optimizers()
+        self.collector.reset()
+        self.trainer.train_metrics.zero_()
+        self.governor.snapshot(self.model, self.trainer.host_opt)
+
+    def _record(self, gate: GateResult, event: SeedEvent | None, slot, index: int) -> None:
+        if event is None:   # a failed gate: the seed stays; report the refusal
+            event = SeedEvent(index, slot.blueprint or "", slot.stage.name, slot.stage.name, self.epoch, gate.reason, gate)
+        self.step_events.append((event, gate))
+
+    def train_batch(self) -> None:
+        x, y = self.stream.next()
+        self.trainer.train_step(x, y)
+
+    def evaluate(self) -> None:
+        data, tr = self.ctx.data, self.trainer
+        cf_batches = self.ctx.tolaria.training.counterfactual_batches
+        for t in (self.val_acc_t, self.cf_t, self.cf_base_t, self.test_t):
+            t.zero_()
+        tr.evaluate(data, "val", out=self.val_acc_t)
+        measured = [i for i, s in enumerate(self.model.slots) if s.seed is not None and s.stage in MEASURED]
+        if measured and cf_batches is not None:
+            tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_base_t)
+        for i in measured:
+            with counterfactual(self.model, i):
+                tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_t[i])
+        if self.epoch + 1 >= self.ctx.max_epochs:
+            tr.evaluate(data, "test", out=self.test_t)
+
+    def device_stats(self) -> torch.Tensor:
+        return torch.cat([self.trainer.train_metrics, self.val_acc_t, self.cf_t.flatten(), self.cf_base_t,
+                          self.test_t, self.collector.device_stats()])
+
+    # ------------------------------------------------------------------------------------ finish
+    def finish_step(self, stats: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        ctx, model, n = self.ctx, self.model, self.n_slots
+        train = stats[0:3]
+        val = stats[3:6]
+        cf = stats[6:6 + 3 * n].reshape(n, 3)
+        cf_base = stats[6 + 3 * n:9 + 3 * n]
+        test = stats[9 + 3 * n:12 + 3 * n]
+        self.health = health = self.collector.health(stats[12 + 3 * n:])
+        train_loss, train_acc = summarise(train)
+        val_loss, val_acc = summarise(val)
+        base_acc = summarise(cf_base)[1] if ctx.tolaria.training.counterfactual_batches else val_acc
+
+        verdict = self.governor.judge(model, train_loss, health)
+        rolled_back = False
+        if verdict.diverged:
+            for i in verdict.culprits:
+                if model.slots[i].is_live:
+                    self.step_events.append((model.slots[i].cull(self.epoch, f"governor: {verdict.reason}"), None))
+                    self.culled += 1
+            if verdict.host_affected:
+                self.governor.rollback(self.trainer.host_opt)
+                self.rollbacks += 1
+                rolled_back = True
+                val_loss, val_acc = summarise(self.trainer.evaluate(ctx.data, "val").cpu().numpy())
+                if self.epoch + 1 >= ctx.max_epochs:
+                    test = self.trainer.evaluate(ctx.data, "test").cpu().numpy()
+            self.trainer.sync_optimizers()
+            get_hub().emit("system", kind="rollback" if rolled_back else "governor_cull", actor=self.episode_id,
+                           detail=json.dumps({"epoch": self.epoch, "reason": verdict.reason, "culled": verdict.culprits}))
+
+        for i, s in enumerate(model.slots):
+            contribution = None
+            if s.seed is not None and s.stage in MEASURED and not rolled_back:
+                cf_acc = summarise(cf[i])[1]
+                contribution = cf_acc - base_acc if s.stage is S.TRAINING else base_acc - cf_acc
+            s.observe(val_acc=val_acc, contribution=contribution, grad_norm=health.mean_norm[i + 1],
+                      vanishing=health.vanishing[i + 1], exploding=health.exploding[i + 1])
+        for s in model.slots:
+            self.step_events.extend(s.tick(self.epoch))
+        self.trainer.sync_optimizers()
+
+        prev_val_acc = self.tracker.prev_val_acc
+        sig = self.tracker.update(self.epoch + 1, train_loss, train_acc, val_loss, val_acc)
+        self.epoch += 1
+        terminal = self.epoch >= ctx.max_epochs
+        phi_next = potential([s.stage for s in model.slots], self.fossil_count(), ctx.env.reward)
+        reward = compute_reward(ctx.env.reward, gamma=ctx.gamma, prev_val_acc=prev_val_acc, val_acc=sig.val_acc,
+                                fossilized_contributions=self.fossilized_contributions,
+                                params_added_frac=model.params_added() / model.host_param_count,
+                                phi_prev=self.phi, phi_next=phi_next, terminal=terminal)
+        self.phi = phi_next
+        self.episode_return += reward.total
+        write_observation(self.obs, ctx.schema, sig, ctx.max_epochs, health, model, self.fossil_count())
+        info = {"action_mask": self.action_mask(), "episode_id": self.episode_id, "attempt": self.attempt,
+                "epoch": self.epoch, "train_loss": sig.train_loss, "val_acc": sig.val_acc, "val_loss": sig.val_loss,
+                "reward_components": reward._asdict(), "rolled_back": rolled_back, "sanitized": sig.sanitized,
+                "seed_events": [e for e, _ in self.step_events]}
+        self._emit_step(sig, reward, rolled_back)
+        if terminal:
+            self.final_test_acc = summarise(test)[1]
+            summary = self.summary()
+            info["episode"] = summary
+            self._emit_episode(summary)
+        return self.obs.copy(), float(reward.total), terminal, False, info
+
+    def summary(self) -> EpisodeSummary:
+        return EpisodeSummary(
+            self.episode_id, self.attempt, self.seed, self.epoch, self.episode_return, self.tracker.prev_val_acc,
+            self.final_test_acc, self.tracker.best_val_acc, self.germinated, self.fossilized, self.culled,
+            self.model.host_param_count, self.model.params_added(), self.rollbacks, self.policy_version,
+            dict(self.action_counts))
+
+    # ------------------------------------------------------------------------------------ telemetry
+    def _key(self) -> dict:
+        return {"episode_id": self.episode_id, "attempt": self.attempt, "env_index": self.env_index}
+
+    def _emit_step(self, sig, reward: RewardBreakdown, rolled_back: bool) -> None:
+        hub = get_hub()
+        if hub.wants("step"):
+            hub.emit("step", **self._key(), epoch=self.epoch, policy_version=self.policy_version,
+                     action=self.last_action, train_loss=sig.train_loss, train_acc=sig.train_acc,
+                     val_loss=sig.val_loss, val_acc=sig.val_acc, reward=reward.total, reward_acc_gain=reward.acc_gain,
+                     reward_contribution=reward.contribution, reward_rent=reward.rent, reward_shaping=reward.shaping,
+                     reward_terminal=reward.terminal, params_added=self.model.params_added(),
+                     live_seeds=sum(s.is_live for s in self.model.slots), rolled_back=rolled_back,
+                     sanitized=sig.sanitized)
+        if hub.wants("seed"):
+            for event, gate in self.step_events:
+                hub.emit("seed", **self._key(), epoch=event.epoch, slot=event.slot, blueprint=event.blueprint,
+                         from_stage=event.from_stage, to_stage=event.to_stage, reason=event.reason,
+                         gate=gate.gate if gate else None, gate_passed=gate.passed if gate else None,
+                         gate_checks=json.dumps(gate.checks) if gate else None,
+                         gate_values=json.dumps(gate.values) if gate else None)
+
+    def _emit_episode(self, summary: EpisodeSummary) -> None:
+        hub = get_hub()
+        if hub.wants("episode"):
+            row = summary.to_dict()
+            row["actions"] = json.dumps(row["actions"])
+            hub.emit("episode", **row, env_index=self.env_index, policy=self.policy_name)
