@@ -17,8 +17,9 @@ NETWORK_FS_TYPES = frozenset({
     "fuse.gcsfuse", "fuse.s3fs", "fuse.glusterfs", "fuse.ceph", "fuse.sshfs", "fuse.juicefs",
 })
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "viewfs://", "abfs://", "abfss://")
-# Filesystems with an atomic rename; everything else is treated as an object store.
-_RENAME_FS = frozenset({"local", "hdfs"})
+# Object stores: no directories, no rename, but an object appears only when its upload completes.
+# Every other filesystem (local, HDFS, mock, ...) has directories and an atomic rename.
+OBJECT_STORES = frozenset({"s3", "gcs"})
 
 
 def _is_uri(uri_or_path: str) -> bool:
@@ -85,12 +86,13 @@ def _parent(path: str) -> str:
 def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes | memoryview) -> None:
     """Write `data` to `path` so that readers see either nothing or the whole file.
 
-    Local/HDFS: write `.<name>.tmp-<token>` beside the target (a hidden name that `pyarrow.dataset`
-    and `*.arrow` globs skip, so even a crash mid-write leaves nothing that looks like data), then
-    rename over the final name. Object stores: one `open_output_stream`; the object is created
-    only when the upload completes on close, so there is no temp key to clean up.
+    Object stores (S3, GCS): one `open_output_stream` on the final key; the object is created only
+    when the upload completes on close, so there is no temp key to clean up. Other filesystems:
+    write `.<name>.tmp-<token>` beside the target (a hidden name that `pyarrow.dataset` and
+    `*.arrow` globs skip, so a crash mid-write leaves nothing that looks like data), then rename it
+    over the final name (atomic on POSIX and HDFS; on NFS the rename is atomic on the server).
     """
-    if fs.type_name in _RENAME_FS:
+    if fs.type_name not in OBJECT_STORES:
         parent = _parent(path)
         if parent:
             fs.create_dir(parent, recursive=True)

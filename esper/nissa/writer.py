@@ -212,7 +212,7 @@ class EventWriter:
 
     def flush_if_due(self, now_us: int | None = None) -> str | None:
         """Flush when the oldest buffered row is older than flush_seconds (for idle periods)."""
-        now_us = time.time_ns() // 1000 if now_us is None else now_us
+        now_us = _time_ns() // 1000 if now_us is None else now_us
         if self.buffered_rows and now_us - self._first_us >= self._flush_us:
             return self.flush()
         return None
