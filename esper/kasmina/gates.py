@@ -8,6 +8,8 @@ from esper.leyline import GateResult
 
 
 def _result(gate: str, checks: dict[str, bool], values: dict[str, float], what: str) -> GateResult:
+    checks = {k: bool(v) for k, v in checks.items()}         # plain Python types: reports go to JSON/Arrow
+    values = {k: float(v) for k, v in values.items()}
     failed = [name for name, ok in checks.items() if not ok]
     passed = not failed
     reason = f"{what}: passed" if passed else f"{what}: failed {', '.join(failed)}"

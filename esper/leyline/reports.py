@@ -66,6 +66,7 @@ class EpisodeSummary:
     rollbacks: int
     policy_version: int = -1
     actions: dict[str, int] = field(default_factory=dict)
+    env_index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

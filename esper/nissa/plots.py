@@ -91,7 +91,8 @@ def plot_seed_timeline(seeds: pa.Table, steps: pa.Table | None, path: str, episo
         ax.set_xlim(0, last)
         ax.set_title(f"episode {key[0]}#{key[1]}", fontsize=9)
     axes[-1, 0].set_xlabel("epoch")
-    stages = sorted({r for r in seeds["to_stage"].to_pylist() if r}, key=lambda s: STAGE_COLORS.get(s, (9,)))
+    order = list(STAGE_COLORS)
+    stages = sorted({r for r in seeds["to_stage"].to_pylist() if r}, key=lambda s: order.index(s) if s in order else 99)
     handles = [plt.Rectangle((0, 0), 1, 1, color=STAGE_COLORS.get(s, "black")) for s in stages]
     fig.legend(handles, [s.lower() for s in stages], loc="upper right", fontsize=7, ncol=4)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -149,7 +150,7 @@ def plot_learner(learner: pa.Table, path: str) -> list[str]:
     x = learner["policy_version"].to_numpy(zero_copy_only=False)
     for ax, metric in zip(axes.flat, LEARNER_METRICS):
         if metric in present:
-            ax.plot(x, learner[metric].to_numpy(zero_copy_only=False), lw=1.2)
+            ax.plot(x, learner[metric].to_numpy(zero_copy_only=False), lw=1.2, marker="." if len(x) < 50 else None)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(metric.replace("_", " "), fontsize=9)

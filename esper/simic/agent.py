@@ -50,12 +50,14 @@ class PPOAgent:
                                float(p[k]), float(lp[k]), float(v[k])) for k in range(len(a))]
 
     def load_weights(self, weights: PolicyWeights) -> None:
-        if weights["version"] == self.version and self.version > 0:
-            return
+        # Check before the same-version shortcut: weights for another schema or action space are
+        # refused whatever version number they carry.
         self.schema.check_fingerprint(weights["schema_fingerprint"], what="policy weights")
         if weights["action_space"] != self.space.describe():
             raise ValueError(f"policy weights are for action space {weights['action_space']}, "
                              f"this env has {self.space.describe()}")
+        if weights["version"] == self.version and self.version > 0:
+            return
         self.network.load_state_dict(weights["network"])
         self.normalizer.load_state_dict(weights["normalizer"])
         self.version = int(weights["version"])

@@ -96,3 +96,9 @@ def reserve_versions(run_dir: str, upto: int) -> int:
     fs, d = _ckpt_dir(run_dir)
     write_bytes_atomic(fs, f"{d}/versions.json", json.dumps({"reserved": mark}).encode())
     return mark
+
+
+def release_versions(run_dir: str, last_published: int) -> None:
+    """On a clean stop: nothing past `last_published` was handed out, so a resume continues right after it."""
+    fs, d = _ckpt_dir(run_dir)
+    write_bytes_atomic(fs, f"{d}/versions.json", json.dumps({"reserved": int(last_published)}).encode())

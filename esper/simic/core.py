@@ -53,6 +53,7 @@ class EnvCore:
             self.batches_per_step = self.stream.batches_per_epoch
         self.policy_version = -1       # set by whoever drives the env (telemetry only)
         self.policy_name = ""
+        self.emit_episodes = True      # the Ray runtime turns this off: its coordinator logs delivered episodes
         self.model = None
 
     # ------------------------------------------------------------------------------------ episode
@@ -232,7 +233,7 @@ class EnvCore:
             self.episode_id, self.attempt, self.seed, self.epoch, self.episode_return, self.tracker.prev_val_acc,
             self.final_test_acc, self.tracker.best_val_acc, self.germinated, self.fossilized, self.culled,
             self.model.host_param_count, self.model.params_added(), self.rollbacks, self.policy_version,
-            dict(self.action_counts))
+            dict(self.action_counts), self.env_index)
 
     # ------------------------------------------------------------------------------------ telemetry
     def _key(self) -> dict:
@@ -257,8 +258,13 @@ class EnvCore:
                          gate_values=json.dumps(gate.values) if gate else None)
 
     def _emit_episode(self, summary: EpisodeSummary) -> None:
-        hub = get_hub()
-        if hub.wants("episode"):
-            row = summary.to_dict()
-            row["actions"] = json.dumps(row["actions"])
-            hub.emit("episode", **row, env_index=self.env_index, policy=self.policy_name)
+        if self.emit_episodes:
+            emit_episode(summary, self.policy_name)
+
+
+def emit_episode(summary: EpisodeSummary, policy: str) -> None:
+    hub = get_hub()
+    if hub.wants("episode"):
+        row = summary.to_dict()
+        row["actions"] = json.dumps(row["actions"])
+        hub.emit("episode", **row, policy=policy)

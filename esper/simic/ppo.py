@@ -80,7 +80,7 @@ class PPOLearner:
         dropped = sum(b.num_transitions for b in batches) - sum(b.num_transitions for b in fresh)
         if not fresh:
             raise ValueError(f"every trajectory batch is older than max_policy_lag={max_policy_lag} (lags {lags})")
-        t = {name: [torch.as_tensor(getattr(b, name), device=dev) for b in fresh]
+        t = {name: [torch.tensor(getattr(b, name), device=dev) for b in fresh]   # copies: Ray hands out read-only arrays
              for name in ("obs", "actions", "masks", "log_probs", "rewards", "dones", "last_obs")}
         obs_raw = torch.cat([o.reshape(-1, o.shape[-1]) for o in t["obs"]])
 

@@ -46,7 +46,7 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor
     running = torch.zeros_like(last_values)
     next_values = last_values
     for t in reversed(range(T)):
-        not_done = 1.0 - dones[t].float()
+        not_done = 1.0 - dones[t].to(rewards.dtype)     # not .float(): keeps float64 inputs exact
         delta = rewards[t] + gamma * next_values * not_done - values[t]
         running = delta + gamma * lam * not_done * running
         adv[t] = running

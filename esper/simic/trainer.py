@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from esper.kasmina import KasminaConfig, resolve_device
-from esper.leyline import EpisodeSummary
+from esper.leyline import ActionSpace, EpisodeSummary, TensorSchema
 from esper.simic.agent import make_network
 from esper.simic.config import SimicConfig
 from esper.simic.context import EnvContext, make_context
@@ -22,12 +22,13 @@ from esper.tamiyo import TamiyoConfig
 from esper.tolaria import TolariaConfig
 
 
-def make_learner(ctx: EnvContext, simic: SimicConfig, tamiyo: TamiyoConfig, seed: int) -> PPOLearner:
+def make_learner(schema: TensorSchema, space: ActionSpace, simic: SimicConfig, tamiyo: TamiyoConfig,
+                 seed: int) -> PPOLearner:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, 99))        # same network init in-process and on Ray
-        net = make_network(ctx.schema, ctx.space, tamiyo.network.hidden)
+        net = make_network(schema, space, tamiyo.network.hidden)
     device = resolve_device(simic.ppo.device)
-    return PPOLearner(net, simic.ppo, ctx.schema, ctx.space, device, seed=derive_seed(seed, 98))
+    return PPOLearner(net, simic.ppo, schema, space, device, seed=derive_seed(seed, 98))
 
 
 class InProcessTrainer:
@@ -38,7 +39,7 @@ class InProcessTrainer:
         self.steps_per_sample = steps_per_sample
         self.vec = VectorEnv(self.ctx, num_envs, SequentialEpisodes(derive_seed(seed, 0), prefix="r0"))
         self.policy = make_policy(policy, self.ctx, tamiyo, seed=derive_seed(seed, 0, 1))
-        self.learner = make_learner(self.ctx, simic, tamiyo, seed) if policy == "ppo" else None
+        self.learner = make_learner(self.ctx.schema, self.ctx.space, simic, tamiyo, seed) if policy == "ppo" else None
         if self.learner is not None:
             self.policy.load_weights(self.learner.weights())
         self.sampler = Sampler(self.vec, self.policy)

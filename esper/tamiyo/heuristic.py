@@ -109,7 +109,7 @@ class HeuristicTamiyo:
             return self._decision(ActionKind.WAIT, f"host warming up (epoch {epoch} < {cfg.min_epoch_to_germinate})", 1.0)
         if plateau < cfg.plateau_epochs:
             return self._decision(ActionKind.WAIT, f"still improving (plateau {plateau} < {cfg.plateau_epochs})", 1 - germ_conf)
-        if st.last_cull_epoch is not None and epoch - st.last_cull_epoch < cfg.embargo_epochs:
+        if st.last_cull_epoch is not None and epoch - st.last_cull_epoch <= cfg.embargo_epochs:
             return self._decision(ActionKind.WAIT, f"embargo after cull at epoch {st.last_cull_epoch}", 1.0)
         if remaining < life.shortest_path_to_fossil():
             return self._decision(ActionKind.WAIT, f"{remaining} steps left, too few to fossilize a seed", 1.0)

@@ -1,0 +1,5 @@
+import sys
+
+from esper.launch.main import main
+
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""Learner: a Ray actor that holds PPO, updates from trajectory batches and publishes weights.
+
+`update(*batches)` returns (stats, weights): the weights are one object per policy version, which
+the coordinator hands to every runner (Ray fetches it once per node). On start it restores the
+run's latest checkpoint if there is one; versions are reserved before they are published, so a
+restored learner never reuses a version number.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import ray
+import torch
+
+from esper.config import RunConfig, config_to_dict
+from esper.leyline import ActionSpace
+from esper.runtime.metrics import LearnerMetrics
+from esper.runtime.runner import was_restarted
+from esper.simic.checkpoint import (latest_version, load_checkpoint, release_versions, reserve_versions,
+                                    reserved_version, save_checkpoint)
+from esper.simic.context import schema_for
+from esper.simic.telemetry import configure_run_telemetry
+from esper.simic.trainer import make_learner
+
+
+class Learner:
+    def __init__(self, config: dict, run_dir: str, init_from: str | None = None) -> None:
+        self.cfg = cfg = RunConfig.model_validate(config)
+        self.run_dir = run_dir
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        torch.set_num_threads(max(1, int(cpus)))
+        self.schema = schema_for(cfg.kasmina)
+        self.space = ActionSpace(len(cfg.kasmina.slots), cfg.kasmina.blueprints)
+        self.hub = configure_run_telemetry(run_dir, cfg.nissa.model_copy(update={"console": False}), "learner",
+                                           self.schema, self.space)
+        self.ppo = make_learner(self.schema, self.space, cfg.simic, cfg.tamiyo, cfg.seed)
+        self.extra: dict = {}
+        self.restored_from: int | None = None
+        if latest_version(run_dir) is not None:
+            payload = load_checkpoint(run_dir, schema=self.schema, space=self.space)
+            self.ppo.load_state_dict(payload["learner"])
+            self.extra = payload["extra"]
+            self.restored_from = self.ppo.version
+        elif init_from:
+            from esper.simic.pretrained import load_initial_policy
+
+            load_initial_policy(self.ppo, init_from, self.schema, self.space)
+        # Anything up to the reserved mark may have been published before a crash: never reuse it.
+        self.ppo.version = max(self.ppo.version, reserved_version(run_dir))
+        self.reserved = reserve_versions(run_dir, self.ppo.version)
+        self.metrics = LearnerMetrics()
+        self._published = self._snapshot()
+        self.hub.emit("system", kind="actor_restart" if was_restarted() else "actor_start", actor="esper-learner",
+                      detail=json.dumps({"restored_version": self.restored_from, "next_version": self.ppo.version + 1,
+                                         "device": str(self.ppo.device), "pid": os.getpid()}))
+
+    def _snapshot(self) -> dict:
+        return copy.deepcopy(self.ppo.state_dict())
+
+    def info(self) -> dict:
+        return {"version": self.ppo.version, "updates_done": self.ppo.updates_done,
+                "restored_from": self.restored_from, "extra": self.extra}
+
+    def get_weights(self) -> dict:
+        return self.ppo.weights()
+
+    def update(self, *batches):
+        lag = self.cfg.runtime.max_policy_lag if self.cfg.runtime.mode == "async" else None
+        stats = self.ppo.update(list(batches), max_policy_lag=lag).to_dict()
+        if self.ppo.version > self.reserved:                # reserve before publishing
+            self.reserved = reserve_versions(self.run_dir, self.ppo.version)
+        self.hub.emit("learner", **stats)
+        self.metrics.record(stats)
+        self._published = self._snapshot()
+        if self.ppo.updates_done % self.cfg.runtime.checkpoint_every == 0:
+            self._save(self._published)
+        self.hub.flush_due()
+        return stats, self.ppo.weights()
+
+    def _save(self, state: dict, extra: dict | None = None) -> str:
+        if extra is not None:
+            self.extra = extra
+        path = save_checkpoint(self.run_dir, state, schema=self.schema, space=self.space,
+                               config=config_to_dict(self.cfg), extra=self.extra)
+        self.hub.emit("system", kind="checkpoint", actor="esper-learner",
+                      detail=json.dumps({"version": state["version"], "path": path}))
+        return path
+
+    # The methods below run in the "control" concurrency group, so a stop never waits for an update.
+    @ray.method(concurrency_group="control")
+    def checkpoint(self, extra: dict | None = None, final: bool = False) -> str:
+        """Checkpoint the last published version; on a clean stop release the unused version reservation."""
+        state = self._published
+        path = self._save(state, extra)
+        if final:
+            release_versions(self.run_dir, int(state["version"]))
+        self.hub.flush()
+        return path
+
+    @ray.method(concurrency_group="control")
+    def flush(self) -> None:
+        self.hub.flush()
