@@ -84,3 +84,11 @@ def test_report_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == os.path.join(out, "report.md")
     assert sorted(os.listdir(out)) == ["actions.png", "learner.png", "report.md", "seed_timeline.png", "val_acc.png"]
+
+
+def test_report_on_a_run_without_telemetry_fails_clearly(tmp_path, capsys):
+    from esper.nissa.report import main
+
+    assert main([str(tmp_path / "nothing-here")]) == 1
+    assert "no telemetry under" in capsys.readouterr().err
+    assert not (tmp_path / "nothing-here").exists()

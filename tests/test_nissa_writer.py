@@ -11,7 +11,8 @@ import pyarrow.ipc as ipc
 import pytest
 
 import esper.nissa.writer as writer_mod
-from esper.leyline.events import DIAGNOSTIC, STEP, SYSTEM, transition_schema
+from esper.leyline.events import DIAGNOSTIC, EVENT_SCHEMA_VERSION, STEP, SYSTEM, transition_schema
+from esper.leyline.version import LEYLINE_VERSION
 from esper.nissa.writer import EventWriter, UnknownFieldError
 
 OBS, ACTIONS = 7, 4
@@ -90,7 +91,10 @@ def test_transition_rows_and_columns_round_trip_exactly(tmp_path):
     assert t.column("next_obs")[0].as_py() == obs[1].tolist()
     assert t.column("reward").to_pylist() == [0.5, 0.5, 0.5, None, 0.25, 0.5, 1.0]
     assert t.column("done").to_pylist()[:4] == [False, False, True, None]
-    assert t.schema.metadata[b"esper.obs_fingerprint"] == b"fp-test"
+    meta = ipc.open_file(str(tmp_path / "telemetry" / "transition" / "proc-1-000000.arrow")).schema.metadata
+    assert meta[b"esper.obs_fingerprint"] == b"fp-test"
+    assert meta[b"esper.event_schema_version"] == EVENT_SCHEMA_VERSION.encode()
+    assert meta[b"esper.leyline_version"] == LEYLINE_VERSION.encode()
 
 
 def test_flush_on_row_count_writes_sequenced_files(tmp_path):
@@ -169,6 +173,12 @@ def test_wrong_obs_length_is_a_clear_error(tmp_path):
     w = make_writer(tmp_path, "transition", TRANSITION)
     with pytest.raises(TypeError, match="obs: expected rows of length 7"):
         w.append_columns({"obs": np.zeros((2, 5), np.float32)})
+    w.append({"step": 0, "obs": np.zeros(OBS)})
+    w.append({"step": 1, "obs": np.zeros(5)})
+    with pytest.raises(TypeError, match=r"transition\.obs: .* does not convert"):
+        w.flush()
+    w.close()
+    assert read_dir(tmp_path / "telemetry" / "transition").column("step").to_pylist() == [0]
 
 
 def test_closed_writer_refuses_rows(tmp_path):
@@ -176,3 +186,21 @@ def test_closed_writer_refuses_rows(tmp_path):
     w.close()
     with pytest.raises(RuntimeError, match="closed"):
         w.append({"epoch": 1})
+
+
+def test_small_and_large_column_batches_keep_order_in_one_record_batch_per_file(tmp_path):
+    rng = np.random.default_rng(2)
+    w = make_writer(tmp_path, "transition", TRANSITION)
+    obs = rng.random((200, OBS), dtype=np.float32)
+    w.append({"step": 0, "obs": obs[0]})
+    w.append_columns({"step": np.arange(1, 5), "obs": obs[1:5]})          # small: joins the row buffer
+    w.append_columns({"step": np.arange(5, 105), "obs": obs[5:105]})      # large: its own record batch
+    w.append({"step": 105, "obs": obs[105]})
+    w.append_columns({"step": list(range(106, 200)), "obs": list(obs[106:200])})
+    w.close()
+    path = tmp_path / "telemetry" / "transition" / "proc-1-000000.arrow"
+    reader = ipc.open_file(str(path))
+    assert reader.num_record_batches == 1
+    t = reader.read_all()
+    assert t.column("step").to_pylist() == list(range(200))
+    np.testing.assert_array_equal(np.stack(t.column("obs").to_pylist()), obs)

@@ -5,9 +5,11 @@ Everything runs on CPU, seeded. Run with OMP_NUM_THREADS=1 on small machines.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,8 +18,8 @@ import torch
 import esper.simic.ppo as ppo_module
 from esper.config import load_config
 from esper.kasmina import KasminaConfig
-from esper.leyline import (ADVANCEABLE_STAGES, BLUEPRINT_IDS, ActionSpace, SchemaMismatchError, SeedStage,
-                           TensorSchema)
+from esper.leyline import (ADVANCEABLE_STAGES, BLUEPRINT_IDS, Action, ActionKind, ActionSpace, SchemaMismatchError,
+                           SeedStage, TensorSchema)
 from esper.simic.agent import PPOAgent, make_network
 from esper.simic.checkpoint import (CheckpointError, latest_version, load_checkpoint, reserve_versions,
                                     reserved_version, save_checkpoint)
@@ -77,7 +79,6 @@ class StageTask:
 
     @staticmethod
     def rewarded(stages: list[SeedStage]) -> int:
-        from esper.leyline import Action, ActionKind
         for i, s in enumerate(stages):
             if s is SeedStage.DORMANT:
                 return SPACE.encode(Action(ActionKind.GERMINATE, i, "attention"))
@@ -304,7 +305,7 @@ def test_ppo_learns_stage_task():
 
 
 # ---------------------------------------------------------------------------- 5. real env trainer
-def test_in_process_trainer_on_builtin_task():
+def test_in_process_trainer_on_builtin_task(monkeypatch):
     cfg = load_config(None, [
         "tolaria.data.train_size=256", "tolaria.data.val_size=128", "tolaria.data.test_size=128",
         "tolaria.data.image_size=16", "tolaria.training.device=cpu", "simic.ppo.device=cpu",
@@ -316,18 +317,7 @@ def test_in_process_trainer_on_builtin_task():
     learner, agent = trainer.learner, trainer.policy
     assert learner.space.describe() == SPACE.describe() and learner.schema.fingerprint == SCHEMA.fingerprint
     assert_synced(agent, learner)
-    update = learner.update
-    checked = []
-
-    def checked_update(batches, max_policy_lag=None):
-        # before any gradient step the learner's log-probs of the fresh batch are the behaviour ones, bit for bit
-        (b,) = batches
-        assert b.policy_version == learner.version
-        assert torch.equal(_learner_logps(learner, b), torch.as_tensor(b.log_probs).reshape(-1))
-        checked.append(b.num_transitions)
-        return update(batches, max_policy_lag)
-
-    learner.update = checked_update
+    records = spy_first_step(learner, monkeypatch)
     episodes = 0
     for i in range(1, 4):
         stats, eps = trainer.iterate()
@@ -339,7 +329,10 @@ def test_in_process_trainer_on_builtin_task():
         assert isinstance(stats.explained_variance, float) and math.isfinite(stats.explained_variance)
         assert 1 <= stats.epochs_run <= cfg.simic.ppo.epochs
         assert_synced(agent, learner)
-    assert checked == [16, 16, 16]
+    assert len(records) == 3
+    for r in records:      # before the first gradient step of each update the ratio is exactly 1
+        assert torch.equal(first_ratio(r), torch.ones_like(r.first))
+        torch.testing.assert_close(r.used, r.stored, rtol=1e-5, atol=1e-5)
     assert episodes == 6                                 # 3 x 8 steps x 2 envs / max_epochs 8
 
 
@@ -351,35 +344,92 @@ def _learner_logps(learner: PPOLearner, b: TrajectoryBatch) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------- 6. exact ratio 1
-@pytest.mark.parametrize("K,T,minibatches", [(8, 16, 4), (3, 5, 2), (64, 32, 1)])
+def spy_first_step(learner: PPOLearner, monkeypatch) -> list[SimpleNamespace]:
+    """Wrap `learner.update`; for each call record the first minibatch's rows (`idx`), the stored
+    behaviour log-probs, the behaviour log-probs the update used and the first gradient step's log-probs."""
+    records: list[SimpleNamespace] = []
+    calls: dict[str, torch.Tensor] = {}
+
+    def log_prob_spy(logits, actions):
+        out = log_prob(logits, actions)
+        if torch.is_grad_enabled() and "first" not in calls:     # the forward of the first gradient step
+            calls["first"] = out.detach().clone()
+        return out
+
+    recompute = learner._on_policy_logps
+
+    def recompute_spy(*args):
+        calls["used"] = recompute(*args).clone()
+        return calls["used"]
+
+    update = learner.update
+
+    def update_spy(batches, max_policy_lag=None):
+        calls.clear()
+        g = torch.Generator()
+        g.set_state(learner.generator.get_state())
+        n = sum(b.num_transitions for b in batches)
+        idx = torch.randperm(n, generator=g)[:max(1, n // learner.cfg.minibatches)]
+        stored = torch.cat([torch.as_tensor(b.log_probs).reshape(-1) for b in batches])
+        stats = update(batches, max_policy_lag)
+        records.append(SimpleNamespace(idx=idx, stored=stored, used=calls.get("used", stored), first=calls["first"]))
+        return stats
+
+    monkeypatch.setattr(ppo_module, "log_prob", log_prob_spy)
+    monkeypatch.setattr(learner, "_on_policy_logps", recompute_spy)
+    monkeypatch.setattr(learner, "update", update_spy)
+    return records
+
+
+def first_ratio(r: SimpleNamespace) -> torch.Tensor:
+    return (r.first - r.used[r.idx]).exp()
+
+
+@pytest.mark.parametrize("K,T,minibatches", [(2, 8, 1), (2, 16, 4), (8, 16, 4), (3, 5, 2), (64, 32, 1)])
 def test_on_policy_ratio_is_exactly_one_before_first_step(K, T, minibatches, monkeypatch):
-    learner, agent = make_pair(PPOConfig(minibatches=minibatches), seed=K)
+    learner, agent = make_pair(PPOConfig(minibatches=minibatches), seed=K + T)
     env = StageTask(K, seed=K)
     for _ in range(2):                                   # non-trivial normaliser and weights, version > 0
         learner.update([collect(agent, env, T)])
         agent.load_weights(learner.weights())
     batch = collect(agent, env, T)
-    behaviour = torch.as_tensor(batch.log_probs).reshape(-1)
-    # the whole batch at once
-    assert torch.equal(_learner_logps(learner, batch), behaviour)
-    # and inside update(): the first minibatch's log-probs, before any gradient step
-    g = torch.Generator().manual_seed(0)
-    g.set_state(learner.generator.get_state())
-    n = batch.num_transitions
-    idx = torch.randperm(n, generator=g)[:max(1, n // minibatches)]
-    seen = []
-
-    def spy(logits, actions):
-        out = log_prob(logits, actions)
-        seen.append(out.detach().clone())
-        return out
-
-    monkeypatch.setattr(ppo_module, "log_prob", spy)
+    stored = torch.as_tensor(batch.log_probs).reshape(-1)
+    # the learner's policy is the behaviour policy: same log-probs up to float rounding
+    torch.testing.assert_close(_learner_logps(learner, batch), stored, rtol=1e-5, atol=1e-5)
+    records = spy_first_step(learner, monkeypatch)
     learner.update([batch])
-    first = seen[0]
-    assert first.shape == idx.shape
-    assert torch.equal(first, behaviour[idx])
-    assert torch.equal((first - behaviour[idx]).exp(), torch.ones_like(first))
+    (r,) = records
+    assert r.first.shape == r.idx.shape
+    assert torch.equal(first_ratio(r), torch.ones_like(r.first))      # exactly 1, not approximately
+    torch.testing.assert_close(r.used, stored, rtol=1e-5, atol=1e-5)
+
+
+def test_on_policy_ratio_exact_despite_runner_rounding_but_off_policy_kept(monkeypatch):
+    learner, agent = make_pair(PPOConfig(minibatches=2), seed=3)
+    env = StageTask(8, seed=3)
+    learner.update([collect(agent, env, 8)])
+    agent.load_weights(learner.weights())
+    batch = collect(agent, env, 8)
+    records = spy_first_step(learner, monkeypatch)
+    snapshot = copy.deepcopy(learner.state_dict())       # state_dict() aliases the live parameters
+
+    def run(log_probs: np.ndarray, version: int) -> SimpleNamespace:
+        learner.load_state_dict(copy.deepcopy(snapshot))
+        learner.update([TrajectoryBatch(batch.obs, batch.actions, batch.masks, log_probs, batch.values,
+                                        batch.rewards, batch.dones, batch.last_obs, version)])
+        return records[-1]
+
+    # a runner on another device or batch size: log-probs off in the last bits -> still exactly 1
+    r = run(batch.log_probs + np.float32(3e-6), batch.policy_version)
+    assert torch.equal(first_ratio(r), torch.ones_like(r.first))
+    # log-probs that are not this policy's (beyond rounding) are kept: the importance ratio is not faked
+    shifted = batch.log_probs - np.float32(0.5)
+    r = run(shifted, batch.policy_version)
+    assert torch.equal(r.used, torch.as_tensor(shifted).reshape(-1))
+    torch.testing.assert_close(first_ratio(r), torch.full_like(r.first, math.exp(0.5)))
+    # stale data (an older version): stored behaviour log-probs, untouched
+    r = run(batch.log_probs, batch.policy_version - 1)
+    assert torch.equal(r.used, torch.as_tensor(batch.log_probs).reshape(-1))
 
 
 # ---------------------------------------------------------------------------------- 7. checkpoints

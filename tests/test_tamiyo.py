@@ -249,7 +249,8 @@ def test_does_not_advance_unmeasured_or_below_threshold():
 
 def test_never_advances_a_blending_seed():
     h = heuristic()
-    d = decide(h, epoch=10, plateau=0, slots={0: slot_sig(S.BLENDING, "norm", epochs=10, contribution=0.2)})
+    d = decide(h, epoch=10, plateau=0, slots={0: slot_sig(S.BLENDING, "norm", epochs=LIFE.blend_steps + 1,
+                                                          contribution=0.2)})
     assert d.action.kind is K.WAIT                            # BLENDING ends by itself (G3); ADVANCE is masked
 
 
@@ -270,6 +271,18 @@ def test_culls_a_stuck_seed_after_patience():
     stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need, contribution=-0.01)}
     d = decide(h, epoch=12, plateau=0, slots=stuck)
     assert d.action == Action(K.CULL, 0) and "stuck" in d.reason
+
+
+def test_culls_a_seed_stuck_in_blending():
+    """BLENDING ends by itself when G3 passes; a seed still blending `patience` steps after the ramp ended
+    keeps failing G3 (val accuracy regressed) and would otherwise block germination for the whole episode."""
+    h = heuristic()
+    need = LIFE.blend_steps + h.cfg.patience_epochs
+    for epochs in (LIFE.blend_steps, need - 1):
+        d = decide(h, epoch=12, plateau=5, slots={0: slot_sig(S.BLENDING, "norm", epochs=epochs, contribution=0.0)})
+        assert d.action.kind is K.WAIT
+    d = decide(h, epoch=12, plateau=5, slots={0: slot_sig(S.BLENDING, "norm", epochs=need, contribution=0.0)})
+    assert d.action == Action(K.CULL, 0) and "stuck in BLENDING" in d.reason
 
 
 @pytest.mark.parametrize("embargo", [1, 2, 4])

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, a running cluster, or a new local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray (default: all)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard with a new local Ray")
+    p.add_argument("--metrics-port", type=int, help="Prometheus metrics port of a new local Ray (default: Ray's choice)")
     return p
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = start_run(cfg, run_dir=resume or _new_run_dir(cfg), resume=resume is not None,
                             init_from=args.init_from, address=args.address, num_cpus=args.num_cpus,
-                            dashboard=not args.no_dashboard)
+                            dashboard=not args.no_dashboard, metrics_port=args.metrics_port)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

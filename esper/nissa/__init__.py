@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from esper.nissa.backends import Backend, ConsoleBackend, FileBackend
 from esper.nissa.config import PROFILE_EVENTS, Profile, StorageConfig, TelemetryConfig
-from esper.nissa.export import export_parquet
 from esper.nissa.hub import Hub, UnknownEventError, configure_hub, get_hub, make_process_id, reset_hub
 from esper.nissa.reader import available_events, check_file_schema, event_dir, events_dataset, read_events
 from esper.nissa.storage import is_node_local, list_files, read_bytes, resolve_fs, write_bytes_atomic
@@ -20,10 +19,16 @@ from esper.nissa.writer import EventWriter, UnknownFieldError
 
 
 def __getattr__(name: str) -> object:
-    if name == "DiagnosticTracker":  # pulls in torch and kasmina
+    # Loaded on first use: the tracker pulls in torch; export is also a `python -m` entry point,
+    # which must not be imported before runpy executes it.
+    if name == "DiagnosticTracker":
         from esper.nissa.diagnostics import DiagnosticTracker
 
         return DiagnosticTracker
+    if name == "export_parquet":
+        from esper.nissa.export import export_parquet
+
+        return export_parquet
     raise AttributeError(f"module 'esper.nissa' has no attribute {name!r}")
 
 

@@ -34,9 +34,11 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
     """Write the plots and `report.md` into `out_dir` (default `<run_dir>/report`); returns the md path."""
     from esper.nissa import plots  # matplotlib only when a report is made
 
+    present = set(available_events(run_dir))
+    if not present:
+        raise FileNotFoundError(f"no telemetry under {run_dir}/telemetry")
     out_dir = out_dir or os.path.join(run_dir, "report")
     os.makedirs(out_dir, exist_ok=True)
-    present = set(available_events(run_dir))
     tables = {et: read_events(run_dir, et) for et in present if et != "transition"}
     lines = [f"# Esper run report\n", f"Run directory: `{run_dir}`\n", "| event | rows |", "|---|---|"]
     lines += [f"| {et} | {t.num_rows} |" for et, t in sorted(tables.items())]
@@ -100,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if "://" in args.run_dir and args.out is None:
         parser.error("--out is required when RUN_DIR is a URI (the report is written locally)")
-    print(build_report(args.run_dir, args.out))
+    try:
+        print(build_report(args.run_dir, args.out))
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,4 +1,4 @@
-"""EventWriter: buffer one event type's rows column-wise and flush them as immutable Arrow IPC files.
+"""EventWriter: buffer one event type's rows and flush them as immutable Arrow IPC files.
 
 Each flush writes one file `<base>/telemetry/<event_type>/<process_id>-<seq:06d>.arrow` that appears
 whole or not at all (`storage.write_bytes_atomic`), so readers never need locks and a crash loses
@@ -19,6 +19,8 @@ from esper.nissa.storage import write_bytes_atomic
 
 AUTO_FIELDS = ("time", "process")
 _time_ns = time.time_ns
+SMALL_BATCH = 64  # append_columns below this many rows goes through the row buffer
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 
 
 class UnknownFieldError(KeyError):
@@ -30,6 +32,10 @@ class UnknownFieldError(KeyError):
 
 class EventWriter:
     """Buffers rows of one event type and writes them as Arrow IPC files.
+
+    Rows are held as tuples in schema order (array fields copied) and converted to Arrow columns
+    when a flush seals them; `append_columns` batches are converted at once. A file holds every
+    record batch buffered since the previous flush.
 
     Not thread-safe: one writer per event type per process, used from one thread (the hub's job).
     """
@@ -53,7 +59,10 @@ class EventWriter:
         # itemgetter of one name returns the bare value, not a 1-tuple
         self._get = operator.itemgetter(*self._field_names) if self._nfields > 1 else (
             lambda r, _n=self._field_names[0]: (r[_n],))
+        self._struct = pa.struct(self._fields)
+        self._time_type = schema.field("time").type
         self._fixed = {f.name for f in self._fields if pa.types.is_fixed_size_list(f.type)}
+        self._fixed_fields = [f for f in self._fields if f.name in self._fixed]
         self._fixed_idx = [(i, f.type.value_type.to_pandas_dtype()) for i, f in enumerate(self._fields)
                            if f.name in self._fixed]
         self.seq = 0
@@ -79,7 +88,9 @@ class EventWriter:
         """Buffer one row; missing fields are null, `time` and `process` are filled in here."""
         # Fast path: one C-level itemgetter call. If it finds every field and the row has no more
         # keys than the schema, the row is complete and has no unknown names; anything else takes
-        # the slow path, which checks names and fills nulls. Rows become columns at flush (zip).
+        # the slow path, which checks names and fills nulls. Measured on a 20-field event this is
+        # ~0.5 µs against ~2.5 µs for appending to one Python list per field; the tuples become
+        # columns at flush in one C++ conversion.
         try:
             values = self._get(row)
             if len(row) != self._nfields:
@@ -110,12 +121,17 @@ class EventWriter:
         """Copy array-valued fields now: callers reuse preallocated observation buffers."""
         out = list(values)
         for i, dtype in self._fixed_idx:
-            if out[i] is not None:
-                out[i] = np.array(out[i], dtype=dtype)
+            v = out[i]
+            if v is not None:
+                out[i] = v.copy() if type(v) is np.ndarray and v.dtype == dtype else np.array(v, dtype=dtype)
         return tuple(out)
 
     def append_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> None:
-        """Buffer many rows at once: each value is a sequence or array with one entry per row."""
+        """Buffer many rows at once: each value is a sequence or array with one entry per row.
+
+        Arrays are copied (callers reuse buffers). Small batches (a vector env's K transitions)
+        join the row buffer; large ones become a record batch straight away.
+        """
         if self.closed:
             raise RuntimeError(f"EventWriter for {self.event_type!r} is closed")
         unknown = [k for k in columns if k not in self._names]
@@ -127,19 +143,26 @@ class EventWriter:
         n = next(iter(lengths.values()), 0)
         if n == 0:
             return
-        self._seal()  # keep rows in arrival order
+        copied = {k: v if isinstance(v, (list, tuple)) else np.array(v) for k, v in columns.items()}
+        for f in self._fixed_fields:
+            if f.name in copied and not any(v is None for v in copied[f.name]):
+                copied[f.name] = _fixed_rows(f, copied[f.name])  # shape checked now, not at flush
         now = _time_ns() // 1000
-        arrays = [pa.array(np.full(n, now, dtype=np.int64)).view(self.schema.field("time").type),
-                  pa.repeat(self._process_scalar, n)]
-        for f in self._fields:
-            values = columns.get(f.name)
-            if values is not None and not isinstance(values, (list, tuple)):
-                values = np.array(values)  # a copy: Arrow would otherwise alias the caller's buffer
-            arrays.append(pa.nulls(n, f.type) if values is None else self._to_array(f, values))
-        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-        if self.buffered_rows == 0:
+        if n < SMALL_BATCH:
+            # Row tuples share one conversion at flush with the per-row path: no tiny record batches.
+            cols = [_as_list(copied[f.name]) if f.name in copied else [None] * n for f in self._fields]
+            self._rows.extend(zip(*cols))
+            self._times.extend([now] * n)
+        else:
+            self._seal()  # keep rows in arrival order
+            arrays = [pa.array(np.full(n, now, dtype=np.int64)).view(self._time_type),
+                      pa.repeat(self._process_scalar, n)]
+            arrays += [self._to_array(f, copied[f.name]) if f.name in copied else pa.nulls(n, f.type)
+                       for f in self._fields]
+            self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            self._batched_rows += n
+        if self.buffered_rows == n:
             self._first_us = now
-        self._batched_rows += n
         if self.buffered_rows >= self.flush_rows or now - self._first_us >= self._flush_us:
             self.flush()
 
@@ -156,37 +179,39 @@ class EventWriter:
             return _fixed_list(f, values)
         try:
             return pa.array(values, type=f.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        except _CONVERSION_ERRORS as exc:
             raise TypeError(f"{self.event_type}.{f.name}: values do not convert to {f.type}: {exc}") from None
 
     def _seal(self) -> None:
-        """Turn the buffered row tuples into one record batch: a C-level transpose, one conversion per column."""
+        """Turn the buffered row tuples into one record batch with a single C++ conversion (rows as structs)."""
         n = len(self._rows)
         if n == 0:
             return
-        columns = list(zip(*self._rows))
-        arrays = [pa.array(self._times, pa.int64()).view(self.schema.field("time").type),
-                  pa.repeat(self._process_scalar, n)]
         try:
-            arrays += [self._to_array(f, col) for f, col in zip(self._fields, columns)]
-        except TypeError:
-            self._drop_bad_rows(columns)
-            raise
-        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            values = pa.array(self._rows, type=self._struct)
+        except _CONVERSION_ERRORS as exc:
+            raise self._drop_bad_rows() or TypeError(f"{self.event_type}: rows do not convert: {exc}") from None
+        arrays = [pa.array(self._times, pa.int64()).view(self._time_type), pa.repeat(self._process_scalar, n)]
+        self._batches.append(pa.RecordBatch.from_arrays(arrays + values.flatten(), schema=self.schema))
         self._batched_rows += n
         self._rows, self._times = [], []
 
-    def _drop_bad_rows(self, columns: list[tuple[Any, ...]]) -> None:
-        """Slow path after a conversion error: drop only the rows that do not convert, keep the rest."""
-        bad = set()
-        for f, col in zip(self._fields, columns):
-            for i, v in enumerate(col):
+    def _drop_bad_rows(self) -> TypeError | None:
+        """Slow path after a conversion error: drop only the rows that do not convert, keep the rest,
+        and return an error naming the first bad field and value."""
+        bad, first = set(), None
+        for i, row in enumerate(self._rows):
+            for f, v in zip(self._fields, row):
                 try:
-                    self._to_array(f, [v])
-                except TypeError:
+                    pa.array([v], type=f.type)
+                except _CONVERSION_ERRORS as exc:
                     bad.add(i)
+                    first = first or TypeError(f"{self.event_type}.{f.name}: {v!r} does not convert to {f.type} "
+                                               f"({exc}); the row was dropped")
+                    break
         self._rows = [r for i, r in enumerate(self._rows) if i not in bad]
         self._times = [t for i, t in enumerate(self._times) if i not in bad]
+        return first
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -198,9 +223,12 @@ class EventWriter:
         self._seal()
         if not self._batches:
             return None
+        batches = self._batches
+        if len(batches) > 1:  # one record batch per file: simplest for every reader
+            batches = pa.Table.from_batches(batches, self.schema).combine_chunks().to_batches()
         sink = pa.BufferOutputStream()
         with ipc.new_file(sink, self.schema) as w:
-            for batch in self._batches:
+            for batch in batches:
                 w.write_batch(batch)
         path = f"{self.directory}/{self.process_id}-{self.seq:06d}.arrow"
         write_bytes_atomic(self.fs, path, sink.getvalue())
@@ -228,17 +256,31 @@ class EventWriter:
         self.process_id, self.seq = process_id, 0
 
 
-def _fixed_list(f: pa.Field, values: Sequence[Any] | np.ndarray) -> pa.FixedSizeListArray:
-    """Rows of a fixed-size list column (numpy rows, lists, or one 2-D array) -> FixedSizeListArray."""
+def _as_list(values: Sequence[Any] | np.ndarray) -> list[Any]:
+    """Per-row values of a column: Python scalars for 1-D arrays, row arrays for 2-D ones."""
+    if isinstance(values, np.ndarray):
+        return values.tolist() if values.ndim == 1 else list(values)
+    return list(values)
+
+
+def _fixed_rows(f: pa.Field, values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Rows of a fixed-size list column as one (n, size) array of the column's dtype."""
     size, dtype = f.type.list_size, f.type.value_type.to_pandas_dtype()
+    try:
+        rows = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{f.name}: rows must be numeric sequences of length {size}: {exc}") from None
+    if rows.ndim != 2 or rows.shape[1] != size:
+        raise TypeError(f"{f.name}: expected rows of length {size}, got an array of shape {rows.shape}")
+    return rows
+
+
+def _fixed_list(f: pa.Field, values: Sequence[Any] | np.ndarray) -> pa.FixedSizeListArray:
+    """Rows of a fixed-size list column (numpy rows, lists, or one 2-D array; None = null) -> Arrow."""
     mask = None
     if not isinstance(values, np.ndarray) and any(v is None for v in values):
         mask = pa.array([v is None for v in values])
-        values = [np.zeros(size, dtype) if v is None else v for v in values]
-    try:
-        flat = np.asarray(values, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{f.name}: rows must be numeric sequences of length {size}: {exc}") from None
-    if flat.ndim != 2 or flat.shape[1] != size:
-        raise TypeError(f"{f.name}: expected rows of length {size}, got an array of shape {flat.shape}")
+        zeros = np.zeros(f.type.list_size)
+        values = [zeros if v is None else v for v in values]
+    flat = _fixed_rows(f, values)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), type=f.type, mask=mask)

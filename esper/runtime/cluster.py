@@ -10,7 +10,7 @@ from esper.runtime.config import RuntimeConfig
 
 
 def connect(address: str | None, namespace: str, *, num_cpus: int | None = None,
-            include_dashboard: bool | None = None) -> str:
+            include_dashboard: bool | None = None, metrics_port: int | None = None) -> str:
     """Join the cluster at `address`, $RAY_ADDRESS, or a running local one; else start a local Ray.
 
     Returns "cluster" or "local".
@@ -24,7 +24,8 @@ def connect(address: str | None, namespace: str, *, num_cpus: int | None = None,
         ray.init(address="auto", namespace=namespace, log_to_driver=True)
         return "cluster"
     except ConnectionError:
-        ray.init(namespace=namespace, num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=True)
+        ray.init(namespace=namespace, num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=True,
+                 _metrics_export_port=metrics_port)
         return "local"
 
 

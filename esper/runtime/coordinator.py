@@ -13,12 +13,14 @@ ends the loop at once: a final checkpoint of the last published version, telemet
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from esper.config import RunConfig
 from esper.leyline import EpisodeSummary
@@ -29,6 +31,7 @@ from esper.runtime.runner import SampleInfo
 from esper.simic.core import emit_episode
 
 WAIT_S = 0.25          # how often the loop looks at the stop flag while waiting
+RESTART_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -78,6 +81,11 @@ class Coordinator:
             ready, _ = ray.wait(refs, num_returns=num_returns, timeout=WAIT_S)
             if ready:
                 return ready
+
+    def _wait_or_stop(self, seconds: float) -> None:
+        if self.stop_reason:
+            raise StopRequested(self.stop_reason)
+        time.sleep(seconds)
 
     def run(self) -> dict:
         try:
@@ -169,6 +177,8 @@ class Coordinator:
         self.state.updates += 1
         self.version = stats["policy_version"]
         self._report(stats)
+        if self.state.updates == self.cfg.runtime.faults.kill_driver_after_updates:
+            os.kill(os.getpid(), signal.SIGKILL)          # injected crash: no checkpoint, no flush
         return stats
 
     def _recover_runner(self, i: int, exc: Exception) -> None:
@@ -180,7 +190,15 @@ class Coordinator:
         get_hub().emit("system", kind="actor_failed", actor=name,
                        detail=json.dumps({"error": str(exc)[:500], "rerun": self.in_progress[i]}))
         print(f"[esper] {name} died; Ray restarts it and its interrupted episodes are re-run", flush=True)
-        ray.get(self.runners[i].resume.remote(self.in_progress[i]))   # waits while Ray restarts the actor
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while True:
+            try:
+                ray.get(self.runners[i].resume.remote(self.in_progress[i]))
+                return
+            except ActorUnavailableError:       # still restarting: ask again shortly
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not come back within {RESTART_TIMEOUT_S:.0f} s") from None
+                self._wait_or_stop(0.5)
 
     def _record(self, info: SampleInfo) -> None:
         self.state.env_steps += info.env_steps

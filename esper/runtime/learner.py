@@ -54,7 +54,8 @@ class Learner:
         self._published = self._snapshot()
         self.hub.emit("system", kind="actor_restart" if was_restarted() else "actor_start", actor="esper-learner",
                       detail=json.dumps({"restored_version": self.restored_from, "next_version": self.ppo.version + 1,
-                                         "device": str(self.ppo.device), "pid": os.getpid()}))
+                                         "device": str(self.ppo.device), "pid": os.getpid(),
+                                         "node": ray.get_runtime_context().get_node_id()}))
 
     def _snapshot(self) -> dict:
         return copy.deepcopy(self.ppo.state_dict())

@@ -65,7 +65,7 @@ class EnvRunner:
         self.calls = 0
         self.hub.emit("system", kind="actor_restart" if self.restarted else "actor_start", actor=f"esper-runner-{index}",
                       detail=json.dumps({"device": str(self.ctx.device), "envs": cfg.runtime.envs_per_runner,
-                                         "pid": os.getpid()}))
+                                         "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
 
     def resume(self, in_progress: dict[int, tuple[int, int]]) -> None:
         """After a restart: re-run each env's interrupted episode (same seed) with attempt + 1."""

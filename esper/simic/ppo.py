@@ -3,6 +3,8 @@
   1. normalise observations with the normaliser the runners used (updated only after step 6)
   2. values of every state and of the bootstrap state from the current critic
   3. GAE(λ) advantages and returns
+  3b. on-policy rows (batch version == ours): recompute the behaviour log-probs with this network, in
+     the first epoch's minibatches, so the first step's ratio is exactly 1 (see `_on_policy_logps`)
   4. for `epochs` passes over shuffled minibatches:
        ratio = exp(logπ(a|s) − logπ_behaviour(a|s))          (exactly 1 before the first step, on-policy)
        policy loss  = mean max(−A·ratio, −A·clip(ratio, 1±ε))    (A normalised per minibatch)
@@ -98,6 +100,9 @@ class PPOLearner:
         flat = lambda name: torch.cat([x.reshape(-1, *x.shape[2:]) for x in t[name]])  # noqa: E731
         obs = self.normalizer.normalize(obs_raw)
         actions, masks, old_logp = flat("actions"), flat("masks"), flat("log_probs")
+        on_policy = torch.cat([torch.full((b.num_transitions,), self.version == b.policy_version, device=dev)
+                               for b in fresh])
+        any_on_policy = any(self.version == b.policy_version for b in fresh)
         advantages, returns, old_values = torch.cat(advs), torch.cat(rets), torch.cat(vals)
 
         # 4: optimise
@@ -112,6 +117,8 @@ class PPOLearner:
         for _ in range(cfg.epochs):
             epochs_run += 1
             perm = torch.randperm(n, generator=self.generator).to(dev)
+            if epochs_run == 1 and any_on_policy:
+                old_logp = self._on_policy_logps(obs, masks, actions, old_logp, on_policy, perm, mb_size)
             kl_sum.zero_()
             epoch_steps = 0
             for s in range(0, n, mb_size):
@@ -154,6 +161,26 @@ class PPOLearner:
         pg, vl, en, kl, cf = (sums / steps).tolist()
         return UpdateStats(self.version, n, dropped, pg, vl, en, kl, cf, explained, lr, ent_coef, epochs_run,
                            float(np.mean([lag for lag, k in zip(lags, keep) if k])), time.perf_counter() - start)
+
+    @torch.no_grad()
+    def _on_policy_logps(self, obs: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
+                         on_policy: torch.Tensor, perm: torch.Tensor, mb_size: int) -> torch.Tensor:
+        """Behaviour log-probs of on-policy rows, recomputed minibatch by minibatch in the first epoch's order.
+
+        Those rows were sampled from exactly this network and normaliser, so this changes nothing but
+        float rounding: a matmul's result depends on the batch size (CPU MKL included) and the device,
+        so the runner's log-prob (K rows at a time) can differ in the last bit from the learner's (a
+        minibatch). Recomputed with the same shapes as the first gradient step's forward, that step's
+        ratio is exactly 1 (DESIGN.md's sync-mode invariant). A row whose stored log-prob is not
+        within rounding of ours was not sampled from this policy after all and keeps its stored value.
+        """
+        out = old_logp.clone()
+        for s in range(0, len(perm), mb_size):
+            idx = perm[s:s + mb_size]
+            mine = log_prob(self.network.logits(obs[idx], masks[idx]), actions[idx])
+            same = on_policy[idx] & torch.isclose(mine, old_logp[idx], rtol=1e-4, atol=1e-4)
+            out[idx] = torch.where(same, mine, old_logp[idx])
+        return out
 
     # ---------------------------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict:

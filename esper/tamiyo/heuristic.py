@@ -88,7 +88,9 @@ class HeuristicTamiyo:
             if v.measured and v.contribution < cfg.cull_below_contribution:
                 return self._cull(st, epoch, s, v, f"seed hurts: contribution {v.contribution:+.3f} < "
                                   f"{cfg.cull_below_contribution:+.3f}", abs(v.contribution - cfg.cull_below_contribution) / 0.05)
-            if v.stage is not S.BLENDING and v.epochs_in_stage >= self._stage_need(v.stage) + cfg.patience_epochs:
+            # BLENDING too: it ends by itself only when G3 passes; still blending `patience` steps after the
+            # ramp means G3 keeps failing, and the seed would block germination for the rest of the episode.
+            if v.epochs_in_stage >= self._stage_need(v.stage) + cfg.patience_epochs:
                 return self._cull(st, epoch, s, v, f"seed stuck in {v.stage.name} for {v.epochs_in_stage} steps", 0.6)
 
         for s, v in enumerate(slots):                      # 2. advance what is ready
