@@ -20,6 +20,8 @@ def launch_env(**extra: str) -> dict[str, str]:
 
 
 def start(args: list[str], **env: str) -> subprocess.Popen:
+    if "--address" not in args and "--print-config" not in args:
+        args = [*args, "--address", "local"]      # never join a cluster another test (or user) left running
     return subprocess.Popen([sys.executable, "-m", "esper.launch", *args], cwd=ROOT, env=launch_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where config, checkpoints and telemetry go (local path, NFS, s3://, gs://)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start PPO from a pretrained policy (e.g. IQL)")
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, a running cluster, or a new local Ray)")
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, a running cluster, or a new local Ray; "
+                                     "'local' always starts a new local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray (default: all)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard with a new local Ray")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port of a new local Ray (default: Ray's choice)")

@@ -12,21 +12,24 @@ from esper.runtime.config import RuntimeConfig
 def connect(address: str | None, namespace: str, *, num_cpus: int | None = None,
             include_dashboard: bool | None = None, metrics_port: int | None = None) -> str:
     """Join the cluster at `address`, $RAY_ADDRESS, or a running local one; else start a local Ray.
-
-    Returns "cluster" or "local".
+    `address="local"` always starts a new local Ray. Returns "cluster" or "local".
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address == "local":
+        address = None
+    elif address:
         ray.init(address=address, namespace=namespace, log_to_driver=True)
         return "cluster"
-    try:
-        ray.init(address="auto", namespace=namespace, log_to_driver=True)
-        return "cluster"
-    except ConnectionError:
-        ray.init(namespace=namespace, num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=True,
-                 _metrics_export_port=metrics_port)
-        return "local"
+    else:
+        try:
+            ray.init(address="auto", namespace=namespace, log_to_driver=True)
+            return "cluster"
+        except ConnectionError:
+            pass
+    ray.init(namespace=namespace, num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=True,
+             _metrics_export_port=metrics_port)
+    return "local"
 
 
 def alive_nodes() -> list[dict]:
