@@ -48,7 +48,7 @@ class GradientCollector:
         device = next(model.parameters()).device
         self.sum = torch.zeros(n, device=device)
         self.max = torch.zeros(n, device=device)
-        self.batches = 0
+        self.batches = torch.zeros((), device=device)     # a tensor: counted inside captured steps too
         self._groups_key: tuple | None = None
         self._groups: list[list[nn.Parameter]] = []
 
@@ -72,17 +72,20 @@ class GradientCollector:
         stacked = torch.stack(norms).to(self.sum.dtype)
         self.sum.add_(stacked)
         torch.maximum(self.max, stacked, out=self.max)
-        self.batches += 1
+        self.batches.add_(1)
+
+    def accumulators(self) -> list[torch.Tensor]:
+        return [self.sum, self.max, self.batches]
 
     def reset(self) -> None:
         self.sum.zero_()
         self.max.zero_()
-        self.batches = 0
+        self.batches.zero_()
         self._groups_key = None
 
     def device_stats(self) -> torch.Tensor:
         """[mean norms..., max norms...] for the step so far, still on the device."""
-        return torch.cat([self.sum / max(self.batches, 1), self.max])
+        return torch.cat([self.sum / self.batches.clamp(min=1), self.max])
 
     def health(self, stats: Sequence[float]) -> GradientHealth:
         """Interpret `device_stats()` after it has been copied to the host."""

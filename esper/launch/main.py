@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--policy", choices=("ppo", "heuristic", "static"), help="shorthand for --set runtime.policy=...")
     p.add_argument("--seed", type=int, help="shorthand for --set seed=...")
+    p.add_argument("--eager", action="store_true", help="never capture CUDA graphs (debugging); "
+                                                          "shorthand for --set tolaria.training.capture=false")
     p.add_argument("--run-dir", help="where config, checkpoints and telemetry go (local path, NFS, s3://, gs://)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start PPO from a pretrained policy (e.g. IQL)")
@@ -43,6 +45,8 @@ def _resolve_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
         overrides.append(f"runtime.policy={args.policy}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if args.eager:
+        overrides.append("tolaria.training.capture=false")
     if args.run_dir:
         overrides.append(f"storage.run_dir={args.run_dir}")
     base = None

@@ -33,5 +33,4 @@ class RuntimeConfig(BaseModel):
     total_episodes: int | None = Field(None, ge=1, description="stop after this many completed episodes")
     checkpoint_every: int = Field(5, ge=1, description="learner checkpoint every N updates (and at the end)")
     max_restarts: int = Field(3, ge=0, description="restarts Ray grants each runner and the learner")
-    eager: bool = Field(False, description="never capture CUDA graphs (debugging)")
     faults: FaultInjection = FaultInjection()

@@ -184,6 +184,7 @@ class EnvCore:
                     self.culled += 1
             if verdict.host_affected:
                 self.governor.rollback(self.trainer.host_opt)
+                self.trainer.invalidate()          # optimizer buffers may have been replaced
                 self.rollbacks += 1
                 rolled_back = True
                 val_loss, val_acc = summarise(self.trainer.evaluate(ctx.data, "val").cpu().numpy())

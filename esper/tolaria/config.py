@@ -44,6 +44,7 @@ class TrainingConfig(BaseModel):
     counterfactual_batches: int | None = Field(None, ge=1, description="validation batches for counterfactual evals; None = all")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA (ignored on CPU)")
+    capture: bool = Field(True, description="replay train/eval steps as CUDA graphs on CUDA (ignored elsewhere)")
 
 
 class TolariaConfig(BaseModel):

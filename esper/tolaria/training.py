@@ -8,13 +8,14 @@ reads them once per environment step.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from esper.kasmina import GradientCollector, MorphogeneticModel
+from esper.tolaria.capture import CapturedStep, Recording, default_recording
 from esper.tolaria.config import TrainingConfig
 from esper.tolaria.loader import DeviceData
 
@@ -28,18 +29,29 @@ def _sgd(params, lr: float, cfg: TrainingConfig) -> torch.optim.SGD:
 
 
 class HostTrainer:
-    """Owns a model's optimizers (the host's, one per live seed) and its on-device metric accumulators."""
+    """Owns a model's optimizers (the host's, one per live seed) and its on-device metric accumulators.
 
-    def __init__(self, model: MorphogeneticModel, cfg: TrainingConfig, collector: GradientCollector) -> None:
+    With `capture` (CUDA by default, see TrainingConfig.capture) train and eval steps replay CUDA
+    graphs; `recording_factory` lets tests run the same path on CPU with an eager stand-in.
+    """
+
+    def __init__(self, model: MorphogeneticModel, cfg: TrainingConfig, collector: GradientCollector, *,
+                 capture: bool | None = None, recording_factory: Callable[[torch.device], Recording] | None = None
+                 ) -> None:
         self.model, self.cfg, self.collector = model, cfg, collector
         device = next(model.parameters()).device
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
                          else nullcontext())
         self.train_metrics = torch.zeros(3, device=device)
-        self.eval_metrics = torch.zeros(3, device=device)
+        self.eval_acc = torch.zeros(3, device=device)           # the captured eval step accumulates here
         self.host_opt = _sgd(list(model.host_parameters()), cfg.lr, cfg)
         self.seed_opts: dict[int, torch.optim.SGD] = {}
         self._opt_key = model.graph_key
+        if capture is None:
+            capture = cfg.capture and device.type == "cuda"
+        factory = recording_factory or default_recording
+        self.captured_train = CapturedStep(self._train_body, self._train_key, self._train_state, factory) if capture else None
+        self.captured_eval = CapturedStep(self._eval_body, self._eval_key, lambda: [self.eval_acc], factory) if capture else None
 
     def sync_optimizers(self) -> None:
         """After a lifecycle change: new seeds get an optimizer, fossils join the host's, culled seeds leave."""
@@ -60,12 +72,23 @@ class HostTrainer:
         self._opt_key = self.model.graph_key
 
     def reset(self) -> None:
-        """Fresh optimizers for a fresh host (a new episode)."""
+        """Fresh optimizers and accumulators for a fresh host (a new episode)."""
         self.host_opt = _sgd(list(self.model.host_parameters()), self.cfg.lr, self.cfg)
         self.seed_opts = {}
         self._opt_key = self.model.graph_key
         self.train_metrics.zero_()
-        self.eval_metrics.zero_()
+        self.eval_acc.zero_()
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Tensors a captured step points at were replaced (rollback, loaded state): recapture."""
+        for c in (self.captured_train, self.captured_eval):
+            if c is not None:
+                c.invalidate()
+
+    @property
+    def captures(self) -> int:
+        return sum(c.captures for c in (self.captured_train, self.captured_eval) if c is not None)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.host_opt, *self.seed_opts.values()]
@@ -73,8 +96,24 @@ class HostTrainer:
     # ------------------------------------------------------------------------------------ steps
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One batch: forward, backward, per-group clip, step every optimizer; accumulate loss and accuracy."""
+        self.model.train()
+        if self.captured_train is not None:
+            self.captured_train(x, y)
+        else:
+            self._train_body(x, y)
+
+    def _train_key(self) -> tuple:
+        return (self.model.graph_key, id(self.host_opt), len(self.host_opt.param_groups),
+                tuple((i, id(o)) for i, o in sorted(self.seed_opts.items())))
+
+    def _train_state(self) -> list[torch.Tensor]:
+        opt_state = [v for opt in self.optimizers() for st in opt.state.values() for v in st.values()
+                     if torch.is_tensor(v)]
+        return [*self.model.parameters(), *self.model.buffers(), *opt_state, self.train_metrics,
+                *self.collector.accumulators()]
+
+    def _train_body(self, x: torch.Tensor, y: torch.Tensor) -> None:
         model = self.model
-        model.train()
         for opt in self.optimizers():
             opt.zero_grad(set_to_none=True)
         with self.autocast:
@@ -92,12 +131,29 @@ class HostTrainer:
         """Accumulate [loss*n, correct, n] over a split into `out` (a fresh tensor if None), on the device."""
         out = torch.zeros(3, device=data.device) if out is None else out
         self.model.eval()
-        for x, y in data.eval_batches(split, self.cfg.eval_batch_size, max_batches):
-            with self.autocast:
-                logits = self.model(x)
-                loss = F.cross_entropy(logits, y)
-            _accumulate(out, loss, logits, y)
+        full = self.cfg.eval_batch_size
+        for x, y in data.eval_batches(split, full, max_batches):
+            if self.captured_eval is not None and y.shape[0] == full:   # a short last batch runs eagerly
+                self.captured_eval(x, y)
+            else:
+                self._eval_forward(x, y, out)
+        if self.captured_eval is not None:
+            out += self.eval_acc
+            self.eval_acc.zero_()
         return out
+
+    def _eval_key(self) -> tuple:
+        return self.model.graph_key, tuple(s.counterfactual for s in self.model.slots)
+
+    def _eval_body(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.no_grad():
+            self._eval_forward(x, y, self.eval_acc)
+
+    def _eval_forward(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+        with self.autocast:
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+        _accumulate(out, loss, logits, y)
 
 
 def _accumulate(acc: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
