@@ -33,7 +33,6 @@ import tempfile
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
 
 import esper.simic.core as core_mod
@@ -251,9 +250,9 @@ def bench_accuracy(cfg: RunConfig, ctx, seeds: list[int], episodes: int, num_env
     summary.update({"paired_diff_heuristic_minus_static_mean": round(m, 5),
                     "paired_diff_heuristic_minus_static_std": round(s, 5), "pairs": len(diffs),
                     "heuristic_wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
-                    "heuristic_seeds_germinated": sum(r.summary.seeds_germinated for r in results if r.policy == "heuristic"),
-                    "heuristic_seeds_fossilized": sum(r.summary.seeds_fossilized for r in results if r.policy == "heuristic"),
-                    "heuristic_seeds_culled": sum(r.summary.seeds_culled for r in results if r.policy == "heuristic")})
+                    **{f"heuristic_seeds_{what}": sum(getattr(r.summary, f"seeds_{what}") for r in results
+                                                      if r.policy == "heuristic")
+                       for what in ("germinated", "fossilized", "culled")}})
     emit(summary, out)
 
 
@@ -283,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx = make_context(cfg.kasmina, cfg.tolaria, cfg.simic.env, cfg.simic.ppo.gamma)
         steps = args.steps or ctx.max_epochs
         d = cfg.tolaria.data
-        emit({"figure": "setup", "quick": args.quick, "device": str(ctx.device), "torch_threads": torch.get_num_threads(),
+        emit({"figure": "setup", "quick": args.quick, "device": str(ctx.device),
+              "torch_threads": torch.get_num_threads(),
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
               "cpu_count": os.cpu_count(), "dataset": d.dataset, "train": len(ctx.data.train_y),
               "val": len(ctx.data.val_y), "test": len(ctx.data.test_y), "image_size": d.image_size,
-              "batch_size": cfg.tolaria.training.batch_size, "batches_per_step": MorphogeneticEnv(ctx).core.batches_per_step,
+              "batch_size": cfg.tolaria.training.batch_size,
+              "batches_per_step": MorphogeneticEnv(ctx).core.batches_per_step,
               "max_epochs": ctx.max_epochs, "host_widths": list(cfg.kasmina.host.widths),
               "context_s": r3(time.perf_counter() - t0)}, out)
         if "components" not in skip:
@@ -305,5 +306,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     sys.exit(main())

@@ -2,7 +2,8 @@
 
     python scripts/run_episodes.py                                   # default config, 1 episode, seeds 0,1,2
     python scripts/run_episodes.py --episodes 4 --envs 2 --policies heuristic,static --seeds 0,1
-    python scripts/run_episodes.py --config configs/smoke.yaml --set simic.env.max_epochs=12 --set tolaria.data.train_size=512
+    python scripts/run_episodes.py --config configs/smoke.yaml --set simic.env.max_epochs=12 \
+        --set tolaria.data.train_size=512
 
 Each (seed, policy) gets an `InProcessTrainer` over one shared EnvContext (the data is loaded once).
 Env seeds derive from the global seed alone (`SequentialEpisodes(derive_seed(seed, 0))`), so every
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="a run config YAML (default: the embedded default)")
     ap.add_argument("--set", action="append", default=[], metavar="a.b=c", help="override a config field (repeatable)")
     ap.add_argument("--episodes", type=int, default=1, help="episodes per (seed, policy)")
-    ap.add_argument("--policies", default="heuristic,static", help=f"comma-separated, from {[p for p in POLICY_KINDS if p != 'ppo']}")
+    ap.add_argument("--policies", default="heuristic,static", help="comma-separated: heuristic, static")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated global seeds (env seeds derive from them)")
     ap.add_argument("--envs", type=int, default=1, help="K envs stepped together in one VectorEnv")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's)")

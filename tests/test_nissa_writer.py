@@ -204,3 +204,16 @@ def test_small_and_large_column_batches_keep_order_in_one_record_batch_per_file(
     t = reader.read_all()
     assert t.column("step").to_pylist() == list(range(200))
     np.testing.assert_array_equal(np.stack(t.column("obs").to_pylist()), obs)
+
+
+def test_a_column_batch_that_does_not_convert_is_dropped_alone(tmp_path):
+    w = make_writer(tmp_path, "diagnostic", DIAGNOSTIC)
+    w.append_columns({"layer": ["a", "b"], "grad_norm": np.array([1.0, 2.0])})
+    w.append_columns({"layer": ["c"], "grad_norm": ["oops"]})
+    w.append_columns({"layer": ["d"], "grad_norm": [4.0]})
+    with pytest.raises(TypeError, match=r"diagnostic\.grad_norm: .*1 append_columns call\(s\) dropped"):
+        w.flush()
+    w.close()
+    t = read_dir(tmp_path / "telemetry" / "diagnostic")
+    assert t.column("layer").to_pylist() == ["a", "b", "d"]
+    assert t.column("grad_norm").to_pylist() == [1.0, 2.0, 4.0]

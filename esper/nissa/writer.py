@@ -6,7 +6,6 @@ only the rows still in the buffer.
 """
 from __future__ import annotations
 
-import operator
 import time
 from typing import Any, Mapping, Sequence
 
@@ -15,12 +14,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
+from esper.nissa.columns import CONVERSION_ERRORS, RowConverter, concat_chunks, fixed_rows, is_fixed, tuple_getter
 from esper.nissa.storage import write_bytes_atomic
 
 AUTO_FIELDS = ("time", "process")
-_time_ns = time.time_ns
-SMALL_BATCH = 64  # append_columns below this many rows goes through the row buffer
-_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+_time_ns = time.time_ns  # module-level so tests can inject a clock
 
 
 class UnknownFieldError(KeyError):
@@ -33,83 +31,78 @@ class UnknownFieldError(KeyError):
 class EventWriter:
     """Buffers rows of one event type and writes them as Arrow IPC files.
 
-    Rows are held as tuples in schema order (array fields copied) and converted to Arrow columns
-    when a flush seals them; `append_columns` batches are converted at once. A file holds every
-    record batch buffered since the previous flush.
-
-    Not thread-safe: one writer per event type per process, used from one thread (the hub's job).
+    `append` keeps each row as a tuple in schema order; `append_columns` keeps column chunks. Both
+    become Arrow arrays only when a flush seals them, in a few C++ conversions, and each file holds
+    one record batch. Array values (observations, masks) are copied on arrival because callers
+    reuse their buffers. Not thread-safe: one writer per event type per process, used from one
+    thread (the hub's job).
     """
 
     def __init__(self, fs: pafs.FileSystem, base_path: str, event_type: str, schema: pa.Schema,
                  process_id: str, flush_rows: int = 2048, flush_seconds: float = 10.0,
                  *, process: str | None = None) -> None:
-        if [f.name for f in schema][:2] != list(AUTO_FIELDS):
+        if schema.names[:2] != list(AUTO_FIELDS):
             raise ValueError(f"schema for {event_type!r} must start with fields {AUTO_FIELDS}")
         self.fs, self.event_type, self.schema = fs, event_type, schema
         self.directory = f"{base_path.rstrip('/')}/telemetry/{event_type}"
         self.process_id = process_id
         self.process = process if process is not None else process_id
         self._process_scalar = pa.scalar(self.process, pa.string())
+        self._time_type = schema.field("time").type
         self.flush_rows = flush_rows
         self._flush_us = int(flush_seconds * 1e6)
         self._fields = [f for f in schema if f.name not in AUTO_FIELDS]
+        # Plain-Python copies of field facts: pyarrow attribute access costs ~0.1-0.8 µs per lookup.
         self._field_names = [f.name for f in self._fields]
         self._names = frozenset(self._field_names)
-        self._nfields = len(self._fields)
-        # itemgetter of one name returns the bare value, not a 1-tuple
-        self._get = operator.itemgetter(*self._field_names) if self._nfields > 1 else (
-            lambda r, _n=self._field_names[0]: (r[_n],))
-        self._struct = pa.struct(self._fields)
-        self._time_type = schema.field("time").type
-        self._fixed = {f.name for f in self._fields if pa.types.is_fixed_size_list(f.type)}
-        self._fixed_fields = [f for f in self._fields if f.name in self._fixed]
-        self._fixed_idx = [(i, f.type.value_type.to_pandas_dtype()) for i, f in enumerate(self._fields)
-                           if f.name in self._fixed]
-        self.seq = 0
-        self.files_written = 0
-        self.rows_written = 0
+        self._specs = [(f.name, f, f.type.list_size if is_fixed(f) else 0,
+                        f.type.value_type.to_pandas_dtype() if is_fixed(f) else None) for f in self._fields]
+        self._get = tuple_getter(self._field_names)
+        self._convert = RowConverter(self._fields)
+        self._fixed_idx = [(i, dtype) for i, (_, _, size, dtype) in enumerate(self._specs) if size]
+        self.seq = self.files_written = self.rows_written = 0
         self.closed = False
         self._reset_buffers()
 
-    # -- buffering -------------------------------------------------------------------------------
-
     def _reset_buffers(self) -> None:
-        self._rows: list[tuple[Any, ...]] = []   # one tuple per row, in schema order
+        self._rows: list[tuple[Any, ...]] = []                  # from append, in field order
         self._times: list[int] = []
-        self._batches: list[pa.RecordBatch] = []
-        self._batched_rows = 0                    # rows already sealed into record batches
-        self._first_us = 0                        # time of the oldest buffered row
+        self._chunks: list[list[Any]] = [[] for _ in self._fields]  # from append_columns, per field
+        self._chunk_times: list[tuple[int, int]] = []           # (time, rows) per append_columns call
+        self._chunk_rows = 0
+        self._batches: list[pa.RecordBatch] = []                # sealed, waiting for the flush
+        self._batched_rows = 0
+        self._first_us = 0                                      # time of the oldest buffered row
 
     @property
     def buffered_rows(self) -> int:
-        return len(self._rows) + self._batched_rows
+        return len(self._rows) + self._chunk_rows + self._batched_rows
+
+    # -- buffering -------------------------------------------------------------------------------
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Buffer one row; missing fields are null, `time` and `process` are filled in here."""
         # Fast path: one C-level itemgetter call. If it finds every field and the row has no more
         # keys than the schema, the row is complete and has no unknown names; anything else takes
-        # the slow path, which checks names and fills nulls. Measured on a 20-field event this is
-        # ~0.5 µs against ~2.5 µs for appending to one Python list per field; the tuples become
-        # columns at flush in one C++ conversion.
+        # the slow path, which checks names and fills nulls. Measured on a 20-field event: ~0.5 µs,
+        # against ~2.5 µs for appending to one Python list per field.
         try:
             values = self._get(row)
-            if len(row) != self._nfields:
+            if len(row) != len(self._fields):
                 raise KeyError
         except KeyError:
             values = self._slow_values(row)
         if self._fixed_idx:
-            values = self._copy_fixed(values)
+            values = self._copy_arrays(values)
         if self.closed:
             raise RuntimeError(f"EventWriter for {self.event_type!r} is closed")
+        if self._chunk_rows:
+            self._seal_chunks()  # keep arrival order when a caller mixes rows and columns
         rows = self._rows
         rows.append(values)
         now = _time_ns() // 1000
         self._times.append(now)
-        n = len(rows) + self._batched_rows
-        if n == 1:
-            self._first_us = now
-        if n >= self.flush_rows or now - self._first_us >= self._flush_us:
-            self.flush()
+        self._added(len(rows) + self._batched_rows, now)
 
     def _slow_values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         unknown = [k for k in row if k not in self._names]
@@ -117,8 +110,7 @@ class EventWriter:
             raise self._unknown_field(unknown[0])
         return tuple(map(row.get, self._field_names))
 
-    def _copy_fixed(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Copy array-valued fields now: callers reuse preallocated observation buffers."""
+    def _copy_arrays(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         out = list(values)
         for i, dtype in self._fixed_idx:
             v = out[i]
@@ -127,11 +119,7 @@ class EventWriter:
         return tuple(out)
 
     def append_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> None:
-        """Buffer many rows at once: each value is a sequence or array with one entry per row.
-
-        Arrays are copied (callers reuse buffers). Small batches (a vector env's K transitions)
-        join the row buffer; large ones become a record batch straight away.
-        """
+        """Buffer many rows at once: each value is a sequence or array with one entry per row."""
         if self.closed:
             raise RuntimeError(f"EventWriter for {self.event_type!r} is closed")
         unknown = [k for k in columns if k not in self._names]
@@ -143,75 +131,99 @@ class EventWriter:
         n = next(iter(lengths.values()), 0)
         if n == 0:
             return
-        copied = {k: v if isinstance(v, (list, tuple)) else np.array(v) for k, v in columns.items()}
-        for f in self._fixed_fields:
-            if f.name in copied and not any(v is None for v in copied[f.name]):
-                copied[f.name] = _fixed_rows(f, copied[f.name])  # shape checked now, not at flush
+        chunks = []
+        for name, f, size, dtype in self._specs:  # convert/check everything before buffering anything
+            v = columns.get(name)
+            if v is None:
+                chunks.append(n)  # n missing values
+            elif size and (not isinstance(v, (list, tuple)) or all(r is not None for r in v)):
+                chunks.append(fixed_rows(f, v, size, dtype))  # shape checked here, not at flush
+            else:
+                chunks.append(list(v) if isinstance(v, (list, tuple)) else np.array(v))  # copies
+        if self._rows:
+            self._seal_rows()
+        for buf, chunk in zip(self._chunks, chunks):
+            buf.append(chunk)
         now = _time_ns() // 1000
-        if n < SMALL_BATCH:
-            # Row tuples share one conversion at flush with the per-row path: no tiny record batches.
-            cols = [_as_list(copied[f.name]) if f.name in copied else [None] * n for f in self._fields]
-            self._rows.extend(zip(*cols))
-            self._times.extend([now] * n)
-        else:
-            self._seal()  # keep rows in arrival order
-            arrays = [pa.array(np.full(n, now, dtype=np.int64)).view(self._time_type),
-                      pa.repeat(self._process_scalar, n)]
-            arrays += [self._to_array(f, copied[f.name]) if f.name in copied else pa.nulls(n, f.type)
-                       for f in self._fields]
-            self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-            self._batched_rows += n
-        if self.buffered_rows == n:
+        self._chunk_times.append((now, n))
+        self._chunk_rows += n
+        self._added(self._chunk_rows + self._batched_rows, now, n)
+
+    def _added(self, buffered: int, now: int, n: int = 1) -> None:
+        """Book-keeping after rows arrive: note the oldest row's time, flush when full or old."""
+        if buffered == n:
             self._first_us = now
-        if self.buffered_rows >= self.flush_rows or now - self._first_us >= self._flush_us:
+        if buffered >= self.flush_rows or now - self._first_us >= self._flush_us:
             self.flush()
 
     def _unknown_field(self, name: object) -> UnknownFieldError:
         if name in AUTO_FIELDS:
             return UnknownFieldError(f"{self.event_type}: field {name!r} is set automatically; do not pass it")
-        return UnknownFieldError(f"{self.event_type}: unknown field {name!r}; valid fields are "
-                                 f"{sorted(self._names)}")
+        return UnknownFieldError(f"{self.event_type}: unknown field {name!r}; valid fields are {sorted(self._names)}")
 
-    # -- conversion ------------------------------------------------------------------------------
-
-    def _to_array(self, f: pa.Field, values: Sequence[Any] | np.ndarray) -> pa.Array:
-        if f.name in self._fixed:
-            return _fixed_list(f, values)
-        try:
-            return pa.array(values, type=f.type)
-        except _CONVERSION_ERRORS as exc:
-            raise TypeError(f"{self.event_type}.{f.name}: values do not convert to {f.type}: {exc}") from None
+    # -- sealing: buffers -> record batches ------------------------------------------------------
 
     def _seal(self) -> None:
-        """Turn the buffered row tuples into one record batch with a single C++ conversion (rows as structs)."""
-        n = len(self._rows)
-        if n == 0:
+        self._seal_rows()
+        self._seal_chunks()
+
+    def _batch(self, times: pa.Array, children: list[pa.Array]) -> None:
+        n = len(times)
+        arrays = [times.view(self._time_type), pa.repeat(self._process_scalar, n)] + children
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self._batched_rows += n
+
+    def _seal_rows(self) -> None:
+        if not self._rows:
             return
         try:
-            values = pa.array(self._rows, type=self._struct)
-        except _CONVERSION_ERRORS as exc:
+            children = self._convert(self._rows)
+        except CONVERSION_ERRORS as exc:
             raise self._drop_bad_rows() or TypeError(f"{self.event_type}: rows do not convert: {exc}") from None
-        arrays = [pa.array(self._times, pa.int64()).view(self._time_type), pa.repeat(self._process_scalar, n)]
-        self._batches.append(pa.RecordBatch.from_arrays(arrays + values.flatten(), schema=self.schema))
-        self._batched_rows += n
+        self._batch(pa.array(self._times, pa.int64()), children)
         self._rows, self._times = [], []
 
     def _drop_bad_rows(self) -> TypeError | None:
-        """Slow path after a conversion error: drop only the rows that do not convert, keep the rest,
-        and return an error naming the first bad field and value."""
-        bad, first = set(), None
-        for i, row in enumerate(self._rows):
-            for f, v in zip(self._fields, row):
-                try:
-                    pa.array([v], type=f.type)
-                except _CONVERSION_ERRORS as exc:
-                    bad.add(i)
-                    first = first or TypeError(f"{self.event_type}.{f.name}: {v!r} does not convert to {f.type} "
-                                               f"({exc}); the row was dropped")
-                    break
+        """After a failed conversion: drop only the rows that do not convert; an error naming the first."""
+        bad = {i: found for i, row in enumerate(self._rows) if (found := self._convert.bad_value(row))}
         self._rows = [r for i, r in enumerate(self._rows) if i not in bad]
         self._times = [t for i, t in enumerate(self._times) if i not in bad]
-        return first
+        if not bad:
+            return None
+        f, v, exc = next(iter(bad.values()))
+        return TypeError(f"{self.event_type}.{f.name}: {v!r} does not convert to {f.type} ({exc}); "
+                         f"{len(bad)} row(s) dropped")
+
+    def _seal_chunks(self) -> None:
+        if not self._chunk_rows:
+            return
+        try:
+            children = [concat_chunks(f, c, self.event_type) for f, c in zip(self._fields, self._chunks)]
+        except TypeError:
+            raise self._drop_bad_chunks() from None
+        times = np.repeat([t for t, _ in self._chunk_times], [n for _, n in self._chunk_times])
+        self._batch(pa.array(times, pa.int64()), children)
+        self._chunks = [[] for _ in self._fields]
+        self._chunk_times, self._chunk_rows = [], 0
+
+    def _drop_bad_chunks(self) -> TypeError:
+        """After a failed conversion: drop the append_columns calls whose values do not convert."""
+        bad: dict[int, TypeError] = {}
+        for k in range(len(self._chunk_times)):
+            for f, c in zip(self._fields, self._chunks):
+                try:
+                    concat_chunks(f, [c[k]], self.event_type)
+                except TypeError as exc:
+                    bad[k] = exc
+                    break
+        if not bad:  # only the combination fails (e.g. mixed types across calls): drop them all
+            bad = {k: TypeError(f"{self.event_type}: buffered columns do not combine")
+                   for k in range(len(self._chunk_times))}
+        keep = [k for k in range(len(self._chunk_times)) if k not in bad]
+        self._chunks = [[c[k] for k in keep] for c in self._chunks]
+        self._chunk_times = [self._chunk_times[k] for k in keep]
+        self._chunk_rows = sum(n for _, n in self._chunk_times)
+        return TypeError(f"{next(iter(bad.values()))}; {len(bad)} append_columns call(s) dropped")
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -254,33 +266,3 @@ class EventWriter:
         """In a forked child: forget the parent's rows (the parent writes them) and take a new id."""
         self._reset_buffers()
         self.process_id, self.seq = process_id, 0
-
-
-def _as_list(values: Sequence[Any] | np.ndarray) -> list[Any]:
-    """Per-row values of a column: Python scalars for 1-D arrays, row arrays for 2-D ones."""
-    if isinstance(values, np.ndarray):
-        return values.tolist() if values.ndim == 1 else list(values)
-    return list(values)
-
-
-def _fixed_rows(f: pa.Field, values: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Rows of a fixed-size list column as one (n, size) array of the column's dtype."""
-    size, dtype = f.type.list_size, f.type.value_type.to_pandas_dtype()
-    try:
-        rows = np.asarray(values, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{f.name}: rows must be numeric sequences of length {size}: {exc}") from None
-    if rows.ndim != 2 or rows.shape[1] != size:
-        raise TypeError(f"{f.name}: expected rows of length {size}, got an array of shape {rows.shape}")
-    return rows
-
-
-def _fixed_list(f: pa.Field, values: Sequence[Any] | np.ndarray) -> pa.FixedSizeListArray:
-    """Rows of a fixed-size list column (numpy rows, lists, or one 2-D array; None = null) -> Arrow."""
-    mask = None
-    if not isinstance(values, np.ndarray) and any(v is None for v in values):
-        mask = pa.array([v is None for v in values])
-        zeros = np.zeros(f.type.list_size)
-        values = [zeros if v is None else v for v in values]
-    flat = _fixed_rows(f, values)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), type=f.type, mask=mask)

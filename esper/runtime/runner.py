@@ -74,6 +74,11 @@ class EnvRunner:
         self.vec.episodes = self.episodes
         self.sampler.obs = None   # reset the envs on the next sample
 
+    def load_weights(self, weights: dict) -> int:
+        """Take a policy version without sampling (used to measure the weight broadcast)."""
+        self.policy.load_weights(weights)
+        return int(self.policy.version)
+
     def sample(self, weights: dict | None, n_steps: int):
         self.calls += 1
         if weights is not None:

@@ -32,6 +32,7 @@ class PPOAgent:
         self.normalizer = RunningMeanStd(schema.size, device)
         self.schema, self.space, self.device = schema, space, device
         self.version = 0
+        self.greedy = False            # evaluation: the most likely legal action instead of a sample
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def reset(self, env_indices: Sequence[int]) -> None:
@@ -42,11 +43,12 @@ class PPOAgent:
         o = self.normalizer.normalize(torch.as_tensor(obs, device=self.device))
         m = torch.as_tensor(masks, device=self.device)
         logits, values = self.network(o, m)
-        actions = sample(logits, self.generator)
+        actions = logits.argmax(-1) if self.greedy else sample(logits, self.generator)
         logp = log_prob(logits, actions)
         probs = torch.softmax(logits, -1).gather(-1, actions[:, None]).squeeze(-1)
         a, lp, v, p = (t.cpu().numpy() for t in (actions, logp, values, probs))   # one transfer per step
-        return [TamiyoDecision(self.space.decode(int(a[k])), int(a[k]), f"sampled from policy v{self.version}",
+        how = "most likely under" if self.greedy else "sampled from"
+        return [TamiyoDecision(self.space.decode(int(a[k])), int(a[k]), f"{how} policy v{self.version}",
                                float(p[k]), float(lp[k]), float(v[k])) for k in range(len(a))]
 
     def load_weights(self, weights: PolicyWeights) -> None:
