@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,7 +41,8 @@ def make_process_id(process: str) -> str:
 
 
 class Hub:
-    """Routes events to backends. Not thread-safe: emit from the thread that owns the process's loop."""
+    """Routes events to backends. One lock serialises emits and flushes, so an actor's control thread
+    can flush while its main thread emits (an uncontended lock costs ~0.1 µs per event)."""
 
     def __init__(self, cfg: TelemetryConfig, process: str, *, run_dir: str | None = None,
                  transition_schema: pa.Schema | None = None, backends: Sequence[Backend] = (),
@@ -52,6 +54,7 @@ class Hub:
             self.schemas["transition"] = transition_schema
         self.backends: list[Backend] = list(backends)
         self.closed = False
+        self._lock = threading.RLock()
         self._routes: dict[str, tuple[_Sink, ...]] = {}
         self._build_routes()
 
@@ -111,8 +114,10 @@ class Hub:
             route = self._routes[event_type]
         except KeyError:
             route = self._route(event_type)  # raises with the list of valid types
-        for sink in route:
-            sink(fields)
+        if route:
+            with self._lock:
+                for sink in route:
+                    sink(fields)
 
     def emit_columns(self, event_type: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Record many events at once (e.g. a rollout's transitions): one array per field."""
@@ -121,6 +126,10 @@ class Hub:
             return
         if isinstance(route[0], partial) and route[0].func in (self._missing_schema, self._check_fields):
             route[0](columns)  # both look only at the names
+        with self._lock:
+            self._emit_columns(event_type, columns)
+
+    def _emit_columns(self, event_type: str, columns: Mapping[str, Sequence[Any]]) -> None:
         for backend in self._targets[event_type]:
             if hasattr(backend, "emit_columns"):
                 backend.emit_columns(event_type, columns)
@@ -132,17 +141,23 @@ class Hub:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        for b in self.backends:
-            b.flush()
+        with self._lock:
+            for b in self.backends:
+                b.flush()
 
     def flush_due(self) -> None:
         """Flush buffers whose oldest row is older than flush_seconds; call it from idle loops."""
-        for b in self.backends:
-            if hasattr(b, "flush_due"):
-                b.flush_due()
+        with self._lock:
+            for b in self.backends:
+                if hasattr(b, "flush_due"):
+                    b.flush_due()
 
     def close(self) -> None:
         """Flush and close every backend; later emits are dropped (types are still checked)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self.closed:
             return
         self.closed = True
