@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="shorthand for --set seed=...")
     p.add_argument("--eager", action="store_true", help="never capture CUDA graphs (debugging); "
                                                           "shorthand for --set tolaria.training.capture=false")
-    p.add_argument("--run-dir", help="where config, checkpoints and telemetry go (local path, NFS, s3://, gs://)")
+    p.add_argument("--run-dir", help="where config, checkpoints and telemetry go (local path, NFS, s3://, gs://); "
+                                     "default: a new folder under $ESPER_RUN_ROOT, else under ./runs")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start PPO from a pretrained policy (e.g. IQL)")
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, a running cluster, or a new local Ray; "
@@ -62,11 +63,18 @@ def _resolve_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
     return load_config(args.config, overrides, base=base), args.resume
 
 
+RUN_ROOT_ENV = "ESPER_RUN_ROOT"
+
+
 def _new_run_dir(cfg: RunConfig) -> str:
+    """storage.run_dir if set; else a new folder under $ESPER_RUN_ROOT (a cluster sets it to shared
+    storage, e.g. s3://bucket/esper-runs, so a bare `ray job submit -- python -m esper.launch` works) or ./runs."""
     if cfg.storage.run_dir:
         return cfg.storage.run_dir
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{stamp}-{cfg.runtime.policy}-{secrets.token_hex(2)}")
+    root = os.environ.get(RUN_ROOT_ENV, "").rstrip("/") or "runs"
+    name = f"{stamp}-{cfg.runtime.policy}-{secrets.token_hex(2)}"
+    return f"{root}/{name}" if "://" in root else os.path.join(root, name)
 
 
 def main(argv: list[str] | None = None) -> int:

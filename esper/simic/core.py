@@ -130,6 +130,7 @@ class EnvCore:
             self.step_events.append((self.model.slots[act.slot].cull(self.epoch, "culled by Tamiyo"), None))
             self.culled += 1
         self.trainer.sync_optimizers()
+        self.trainer.set_progress(self.epoch / self.ctx.max_epochs)
         self.collector.reset()
         self.trainer.train_metrics.zero_()
         self.governor.snapshot(self.model, self.trainer.host_opt)

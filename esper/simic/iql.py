@@ -407,10 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(held):
         result["held_out"] = iql.agreement(held, majority)
     for name, r in result.items():
+        non_wait = f"{r['agreement_non_wait']:.1%} of {r['non_wait']}" if r["non_wait"] else "none in the data"
         print(f"[iql] {name}: greedy action agrees with the recorded one on {r['agreement']:.1%} of "
               f"{r['transitions']} transitions (chance {r['chance']:.1%}, always-{space.decode(majority)} "
-              f"{r['majority_baseline']:.1%}; non-WAIT actions {r['agreement_non_wait']:.1%} of {r['non_wait']})",
-              flush=True)
+              f"{r['majority_baseline']:.1%}; non-WAIT actions: {non_wait})", flush=True)
     extra = {"runs": list(args.runs), "transitions": len(data), "steps": iql.steps_done,
              "first": history[0].__dict__ if history else None, "last": history[-1].__dict__ if history else None,
              "agreement": result}

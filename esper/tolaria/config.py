@@ -36,8 +36,10 @@ class TrainingConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
     batches_per_step: int | None = Field(None, ge=1, description="batches trained per environment step; None = one epoch")
-    lr: float = Field(0.05, gt=0)
-    seed_lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.1, gt=0, description="host learning rate at the start of an episode")
+    seed_lr: float = Field(0.1, gt=0, description="seed learning rate at the start of an episode")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: both rates anneal to 0 over the episode's max_epochs, like a normal training run")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     grad_clip: float | None = Field(5.0, gt=0, description="per-group gradient-norm clip (host and each seed separately)")

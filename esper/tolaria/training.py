@@ -7,6 +7,7 @@ reads them once per environment step.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator
 
@@ -23,7 +24,7 @@ from esper.tolaria.loader import DeviceData
 LOSS, CORRECT, COUNT = 0, 1, 2
 
 
-def _sgd(params, lr: float, cfg: TrainingConfig) -> torch.optim.SGD:
+def _sgd(params, lr: torch.Tensor, cfg: TrainingConfig) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                            weight_decay=cfg.weight_decay, foreach=True)
 
@@ -44,7 +45,10 @@ class HostTrainer:
                          else nullcontext())
         self.train_metrics = torch.zeros(3, device=device)
         self.eval_acc = torch.zeros(3, device=device)           # the captured eval step accumulates here
-        self.host_opt = _sgd(list(model.host_parameters()), cfg.lr, cfg)
+        # Learning rates are device tensors, so a schedule changes them without recapturing a graph.
+        self.lr_host = torch.tensor(cfg.lr, device=device)
+        self.lr_seed = torch.tensor(cfg.seed_lr, device=device)
+        self.host_opt = _sgd(list(model.host_parameters()), self.lr_host, cfg)
         self.seed_opts: dict[int, torch.optim.SGD] = {}
         self._opt_key = model.graph_key
         if capture is None:
@@ -68,17 +72,25 @@ class HostTrainer:
                 del self.seed_opts[i]
         for i, seed in seeds.items():
             if i not in self.seed_opts:
-                self.seed_opts[i] = _sgd(list(seed.parameters()), self.cfg.seed_lr, self.cfg)
+                self.seed_opts[i] = _sgd(list(seed.parameters()), self.lr_seed, self.cfg)
         self._opt_key = self.model.graph_key
 
     def reset(self) -> None:
         """Fresh optimizers and accumulators for a fresh host (a new episode)."""
-        self.host_opt = _sgd(list(self.model.host_parameters()), self.cfg.lr, self.cfg)
+        self.host_opt = _sgd(list(self.model.host_parameters()), self.lr_host, self.cfg)
         self.seed_opts = {}
         self._opt_key = self.model.graph_key
+        self.set_progress(0.0)
         self.train_metrics.zero_()
         self.eval_acc.zero_()
         self.invalidate()
+
+    def set_progress(self, fraction: float) -> None:
+        """Where the episode is (0 at the start, 1 at max_epochs): sets both learning rates."""
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0))) \
+            if self.cfg.lr_schedule == "cosine" else 1.0
+        self.lr_host.fill_(self.cfg.lr * factor)
+        self.lr_seed.fill_(self.cfg.seed_lr * factor)
 
     def invalidate(self) -> None:
         """Tensors a captured step points at were replaced (rollback, loaded state): recapture."""

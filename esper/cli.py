@@ -1,0 +1,95 @@
+"""The `esper` command: one entry point for running, inspecting and staging.
+
+  esper run [launch options]            # same as python -m esper.launch
+  esper config [--config F] [--set A.B=C ...]   # print the resolved config
+  esper data cifar10 --root DIR         # download CIFAR-10 into DIR once (under a file lock)
+  esper report RUN_DIR [--out DIR]      # same as python -m esper.nissa.report
+  esper export RUN_DIR OUT [--events E] # same as python -m esper.nissa.export (Parquet)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def _run(argv: list[str]) -> int:
+    from esper.launch import main
+
+    return main(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from esper.nissa.report import main
+
+    return main(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from esper.nissa.export import main
+
+    return main(argv)
+
+
+# Commands that hand their arguments, untouched, to another module's own parser.
+DELEGATES: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (_run, "start or resume a run (python -m esper.launch; see `esper run --help`)"),
+    "report": (_report, "plots and report.md for a run directory (python -m esper.nissa.report)"),
+    "export": (_export, "telemetry to Parquet, one file per event type (python -m esper.nissa.export)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="esper", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_fn, text) in DELEGATES.items():
+        sub.add_parser(name, help=text, add_help=False)
+    c = sub.add_parser("config", help="print the resolved run config (defaults, then --config, then --set)")
+    c.add_argument("--config", help="YAML run config")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C", help="override (repeatable)")
+    d = sub.add_parser("data", help="stage a dataset on this machine")
+    d.add_argument("dataset", choices=("cifar10",))
+    d.add_argument("--root", required=True, help="folder that will hold cifar-10-batches-py (tolaria.data.root)")
+    d.add_argument("--no-download", action="store_true", help="only check that the data is there")
+    return p
+
+
+def _config(args: argparse.Namespace) -> int:
+    from esper.config import ConfigError, dump_config, load_config
+
+    try:
+        print(dump_config(load_config(args.config, args.overrides)), end="")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from esper.tolaria.datasets import DatasetNotFoundError, ensure_cifar10
+
+    try:
+        folder = ensure_cifar10(args.root, download=not args.no_download)
+    except DatasetNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:   # network or disk trouble inside torchvision's downloader
+        print(f"error: could not download CIFAR-10 into {args.root}: {type(exc).__name__}: {exc}\n"
+              f"  Without network access, copy cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) "
+              f"to this machine and extract it into {args.root}.", file=sys.stderr)
+        return 1
+    print(f"CIFAR-10 ready in {folder}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATES:
+        return DELEGATES[argv[0]][0](argv[1:])
+    args = build_parser().parse_args(argv)
+    return {"config": _config, "data": _data}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
