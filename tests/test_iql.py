@@ -3,6 +3,7 @@ pretraining on it, export to a checkpoint PPO loads, and an `--init-from` launch
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -14,7 +15,8 @@ from esper.simic.agent import PPOAgent, make_network
 from esper.simic.checkpoint import CheckpointError
 from esper.simic.config import IQLConfig
 from esper.simic.context import schema_for
-from esper.simic.iql import IQL, OfflineData, export_pretrained, load_transitions, main as iql_main
+from esper.simic.iql import IQL, OfflineData, export_pretrained, load_transitions, table_to_data
+from esper.simic.iql import main as iql_main
 from esper.simic.pretrained import load_initial_policy
 from esper.simic.telemetry import configure_run_telemetry
 from esper.simic.trainer import InProcessTrainer, make_learner
@@ -170,6 +172,15 @@ def test_dataset_reads_as_arrays_and_has_more_than_waits(dataset):
     assert data.dones.sum() == 2 * ROUNDS * ENVS
     assert data.masks[np.arange(len(data)), data.actions].all()
     assert len(set(data.actions.tolist())) >= 3          # WAIT, GERMINATE and ADVANCE at least
+    # Any Arrow table with the columns converts, variable-size lists too (e.g. from another reader).
+    table = read_events(run_dir, "transition")
+    loose = table.cast(pa.schema([pa.field(f.name, pa.list_(f.type.value_type)) if pa.types.is_fixed_size_list(f.type)
+                                  else f for f in table.schema]))
+    again = table_to_data(loose, schema, space, source=run_dir)
+    assert np.array_equal(again.obs, data.obs[:n]) and np.array_equal(again.next_masks, data.next_masks[:n])
+    with pytest.raises(ValueError, match=f"not {schema.size} long"):
+        table_to_data(loose.set_column(loose.schema.get_field_index("obs"), "obs",
+                                       pa.array([[0.0]] * n, pa.list_(pa.float32()))), schema, space)
 
 
 def test_iql_losses_fall(trained):

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -88,6 +89,10 @@ def _fixed_list(table: pa.Table, name: str, width: int, dtype: type) -> np.ndarr
     if col.null_count:
         raise ValueError(f"transition column {name!r} has {col.null_count} null rows")
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_fixed_size_list(arr.type):      # e.g. a variable-size list from another reader
+        lengths = pc.list_value_length(arr)
+        if len(arr) and (pc.min(lengths).as_py() != width or pc.max(lengths).as_py() != width):
+            raise ValueError(f"transition column {name!r} has rows that are not {width} long")
     values = arr.flatten().to_numpy(zero_copy_only=False)
     if values.size != len(arr) * width:
         raise ValueError(f"transition column {name!r} holds {values.size} values for {len(arr)} rows, "
@@ -103,13 +108,18 @@ def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
 
 
 def table_to_data(table: pa.Table, schema: TensorSchema, space: ActionSpace, source: str = "") -> OfflineData:
-    """Convert a `transition` table (read_events, Ray Data batches, ...) to arrays, checking its widths."""
-    obs_type, mask_type = table.schema.field("obs").type, table.schema.field("mask").type
-    if obs_type.list_size != schema.size:
-        raise SchemaMismatchError(f"{source or 'transitions'}: observations have {obs_type.list_size} features, "
+    """Convert a `transition` table to arrays, checking its widths.
+
+    Works on any Arrow table with the transition columns (read_events, a Parquet export, a Ray Data
+    batch); only `load_transitions` checks the files' fingerprint metadata, which such tables may lack.
+    """
+    obs_size = getattr(table.schema.field("obs").type, "list_size", schema.size)      # fixed-size lists say
+    mask_size = getattr(table.schema.field("mask").type, "list_size", space.n)
+    if obs_size != schema.size:
+        raise SchemaMismatchError(f"{source or 'transitions'}: observations have {obs_size} features, "
                                   f"this config's schema has {schema.size} (fingerprint {schema.fingerprint})")
-    if mask_type.list_size != space.n:
-        raise ValueError(f"{source or 'transitions'}: masks cover {mask_type.list_size} actions, this config's "
+    if mask_size != space.n:
+        raise ValueError(f"{source or 'transitions'}: masks cover {mask_size} actions, this config's "
                          f"action space has {space.n} ({space.describe()})")
     episode = [f"{source}/{e}#{a}" for e, a in zip(table.column("episode_id").to_pylist(),
                                                     table.column("attempt").to_pylist())]

@@ -9,7 +9,9 @@ class HeuristicConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    plateau_epochs: int = Field(3, ge=1, description="germinate after this many steps without a new best val accuracy")
+    plateau_epochs: int = Field(3, ge=1, le=4, description="germinate after this many steps without a new best val "
+                                "accuracy, or when the val accuracy gained over this many steps is below plateau_min_gain")
+    plateau_min_gain: float = Field(0.02, ge=0, description="val-accuracy gain over plateau_epochs that counts as a plateau")
     min_epoch_to_germinate: int = Field(2, ge=0, description="let the host warm up this many steps first")
     max_live_seeds: int = Field(1, ge=1, description="seeds in flight at once")
     advance_min_contribution: float = Field(0.0, description="advance a seed whose counterfactual contribution is at least this")

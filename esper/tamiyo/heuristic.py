@@ -45,7 +45,8 @@ class HeuristicTamiyo:
                  max_epochs: int) -> None:
         self.cfg, self.schema, self.space, self.lifecycle, self.max_epochs = cfg, schema, space, lifecycle, max_epochs
         self._states: dict[int, _EnvState] = {}
-        self._i = {n: schema.index(n) for n in ("epoch_frac", "plateau_epochs")}
+        self._i = {n: schema.index(n) for n in ("epoch_frac", "plateau_epochs", "val_acc",
+                                                 f"acc_hist_{cfg.plateau_epochs - 1}")}
 
     def reset(self, env_indices: Sequence[int]) -> None:
         for k in env_indices:
@@ -80,6 +81,7 @@ class HeuristicTamiyo:
             st.penalties[bp] *= cfg.penalty_decay
         epoch = int(round(float(obs[self._i["epoch_frac"]]) * self.max_epochs))
         plateau = int(round(float(obs[self._i["plateau_epochs"]])))
+        gain = float(obs[self._i["val_acc"]] - obs[self._i[f"acc_hist_{cfg.plateau_epochs - 1}"]])
         slots = [self._slot(obs, s) for s in range(self.space.num_slots)]
 
         for s, v in enumerate(slots):                      # 1. cull what hurts or is stuck
@@ -109,8 +111,10 @@ class HeuristicTamiyo:
             return self._decision(ActionKind.WAIT, f"{live} seed(s) in flight", 1.0)
         if epoch < cfg.min_epoch_to_germinate:
             return self._decision(ActionKind.WAIT, f"host warming up (epoch {epoch} < {cfg.min_epoch_to_germinate})", 1.0)
-        if plateau < cfg.plateau_epochs:
-            return self._decision(ActionKind.WAIT, f"still improving (plateau {plateau} < {cfg.plateau_epochs})", 1 - germ_conf)
+        slow = epoch >= cfg.plateau_epochs and gain < cfg.plateau_min_gain
+        if plateau < cfg.plateau_epochs and not slow:
+            return self._decision(ActionKind.WAIT, f"still improving (plateau {plateau} < {cfg.plateau_epochs}, "
+                                  f"gain {gain:+.3f} over {cfg.plateau_epochs} steps)", 1 - germ_conf)
         if st.last_cull_epoch is not None and epoch - st.last_cull_epoch <= cfg.embargo_epochs:
             return self._decision(ActionKind.WAIT, f"embargo after cull at epoch {st.last_cull_epoch}", 1.0)
         if remaining < life.shortest_path_to_fossil():
@@ -119,8 +123,10 @@ class HeuristicTamiyo:
         if choice is None:
             return self._decision(ActionKind.WAIT, "no free slot with an unbanned blueprint", 1.0)
         slot, bp = choice
-        return self._decision(ActionKind.GERMINATE, f"plateau for {plateau} steps: germinate {bp} in slot {slot}",
-                              germ_conf, slot, bp)
+        why = f"plateau for {plateau} steps" if plateau >= cfg.plateau_epochs else \
+            f"gain {gain:+.3f} < {cfg.plateau_min_gain} over {cfg.plateau_epochs} steps"
+        return self._decision(ActionKind.GERMINATE, f"{why}: germinate {bp} in slot {slot}",
+                              max(germ_conf, 0.5), slot, bp)
 
     def _stage_need(self, stage: SeedStage) -> int:
         life = self.lifecycle
