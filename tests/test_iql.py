@@ -273,6 +273,22 @@ def test_fingerprint_and_shape_mismatches_are_clear_errors(trained, dataset, tmp
                             schema, space)
 
 
+def test_init_from_an_ordinary_ppo_checkpoint_takes_weights_only(dataset, tmp_path):
+    from esper.simic.checkpoint import save_checkpoint
+
+    _, cfg = dataset
+    schema, space = _spaces(cfg)
+    old = make_learner(schema, space, cfg.simic, cfg.tamiyo, seed=1)
+    old.version, old.updates_done = 7, 7
+    old.normalizer.update(torch.randn(32, schema.size))
+    save_checkpoint(str(tmp_path / "ppo"), old.state_dict(), schema=schema, space=space)
+    new = make_learner(schema, space, cfg.simic, cfg.tamiyo, seed=2)
+    load_initial_policy(new, str(tmp_path / "ppo"), schema, space)          # a run dir: its latest checkpoint
+    assert new.version == 0 and new.updates_done == 0
+    assert all(torch.equal(v, new.network.state_dict()[k]) for k, v in old.network.state_dict().items())
+    assert torch.equal(new.normalizer.mean, old.normalizer.mean)
+
+
 def test_cli_refuses_data_of_another_schema(dataset, capsys):
     run_dir, _ = dataset
     assert iql_main(["--runs", run_dir, "--out", "/nonexistent/x.pt", "--set", "kasmina.blueprints=[norm]"]) == 2

@@ -44,7 +44,7 @@ from esper.nissa.storage import resolve_fs, write_bytes_atomic
 from esper.simic.checkpoint import CHECKPOINT_FORMAT
 from esper.simic.config import IQLConfig
 from esper.simic.normalizer import RunningMeanStd
-from esper.tamiyo.network import ActorCritic, FeatureExtractor, log_prob, masked_logits
+from esper.tamiyo.network import ActorCritic, FeatureExtractor, log_prob
 
 PRETRAINED_KIND = "iql"
 
@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.steps is not None and args.steps < 1:
+        print(f"error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
         return 2
     if not 0 <= args.holdout < 1:
         print(f"error: --holdout must be in [0, 1), got {args.holdout}", file=sys.stderr)
