@@ -406,7 +406,7 @@ def test_job_submit_runs_the_smoke_config_on_the_cluster(head, tmp_path, capsys)
                    *_entrypoint("--config", "configs/smoke.yaml", "--set", "runtime.total_updates=3"))
     log = out.stdout + out.stderr
     assert out.returncode == 0, log
-    assert "SUCCEEDED" in head.job("status", submission, timeout=60).stdout
+    assert f"Job '{submission}' succeeded" in head.job("status", submission, timeout=60).stdout
     assert "Ray cluster" in log and "1 node(s)" in log            # joined the job's cluster via RAY_ADDRESS
     assert "[esper] update 3/3" in log
     run_dir = _run_dir_from(log)
@@ -446,7 +446,7 @@ def test_job_stop_leaves_a_final_checkpoint_and_complete_telemetry(head, tmp_pat
         follow.communicate(timeout=60)
     assert any("[esper] update 1/200" in ln for ln in lines), "".join(lines)
     assert stop.returncode == 0, stop.stdout + stop.stderr
-    assert "STOPPED" in head.job("status", submission, timeout=60).stdout
+    assert f"Job '{submission}' was stopped" in head.job("status", submission, timeout=60).stdout
     log = head.job("logs", submission, timeout=60).stdout
     assert "[esper] stopped (SIGTERM)" in log, log
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -255,7 +255,7 @@ def test_never_advances_a_blending_seed():
 
 
 # ------------------------------------------------------------------------------------------ heuristic: cull
-@pytest.mark.parametrize("stage", [S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY])
+@pytest.mark.parametrize("stage", [S.BLENDING, S.SHADOWING, S.PROBATIONARY])
 def test_culls_a_harmful_seed(stage):
     h = heuristic()
     d = decide(h, epoch=10, plateau=0, slots={2: slot_sig(stage, "attention", epochs=1, contribution=-0.2)})
@@ -263,12 +263,23 @@ def test_culls_a_harmful_seed(stage):
     assert "hurts" in d.reason and d.confidence == 1.0       # far below the threshold: fully confident
 
 
+def test_a_training_seeds_preview_is_not_judged_as_harm():
+    """In TRAINING the counterfactual adds the seed at full strength untouched by the host: a preview,
+    not harm. The heuristic waits (and culls only if the seed stays stuck past patience)."""
+    h = heuristic()
+    d = decide(h, epoch=10, plateau=0, slots={2: slot_sig(S.TRAINING, "attention", epochs=1, contribution=-0.2)})
+    assert d.action.kind is K.WAIT
+    stuck = decide(h, epoch=10, plateau=0, slots={2: slot_sig(
+        S.TRAINING, "attention", epochs=LIFE.min_training_epochs + h.cfg.patience_epochs, contribution=-0.2)})
+    assert stuck.action == Action(K.CULL, 2) and "stuck" in stuck.reason
+
+
 def test_culls_a_stuck_seed_after_patience():
     h = heuristic()
     need = LIFE.min_training_epochs + h.cfg.patience_epochs
-    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need - 1, contribution=-0.01)}
+    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need - 1, contribution=-0.2)}
     assert decide(h, epoch=12, plateau=0, slots=stuck).action.kind is K.WAIT
-    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need, contribution=-0.01)}
+    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need, contribution=-0.2)}
     d = decide(h, epoch=12, plateau=0, slots=stuck)
     assert d.action == Action(K.CULL, 0) and "stuck" in d.reason
 
@@ -290,7 +301,7 @@ def test_embargo_after_a_cull_prevents_thrash(embargo):
     """After a cull at epoch e, no GERMINATE for `embargo_epochs` steps (e+1 .. e+embargo), then it may."""
     h = heuristic(embargo_epochs=embargo, max_live_seeds=1)
     e = 5
-    d = decide(h, epoch=e, plateau=6, slots={0: slot_sig(S.TRAINING, "norm", epochs=1, contribution=-0.2)})
+    d = decide(h, epoch=e, plateau=6, slots={0: slot_sig(S.SHADOWING, "norm", epochs=1, contribution=-0.2)})
     assert d.action.kind is K.CULL
     # the culled slot is embargoed by the lifecycle too; the other slots are free, the plateau long
     after = {0: slot_sig(S.EMBARGOED, "norm", embargo_left=3)}
@@ -303,16 +314,16 @@ def test_embargo_after_a_cull_prevents_thrash(embargo):
 
 def test_no_embargo_when_embargo_epochs_is_zero():
     h = heuristic(embargo_epochs=0)
-    decide(h, epoch=5, plateau=6, slots={0: slot_sig(S.TRAINING, "norm", epochs=1, contribution=-0.2)})
+    decide(h, epoch=5, plateau=6, slots={0: slot_sig(S.SHADOWING, "norm", epochs=1, contribution=-0.2)})
     assert decide(h, epoch=6, plateau=7).action.kind is K.GERMINATE
 
 
 def test_embargo_is_per_environment():
     h = heuristic()
     h.reset([0, 1])
-    harmful, _ = make_obs(5, 6, {0: slot_sig(S.TRAINING, "norm", epochs=1, contribution=-0.2)})
+    harmful, _ = make_obs(5, 6, {0: slot_sig(S.SHADOWING, "norm", epochs=1, contribution=-0.2)})
     free, _ = make_obs(5, 6)
-    masks = np.stack([action_mask([S.TRAINING, S.DORMANT, S.DORMANT], SPACE), action_mask([S.DORMANT] * 3, SPACE)])
+    masks = np.stack([action_mask([S.SHADOWING, S.DORMANT, S.DORMANT], SPACE), action_mask([S.DORMANT] * 3, SPACE)])
     d0, d1 = h.act(np.stack([harmful, free]), masks)
     assert d0.action.kind is K.CULL and d1.action.kind is K.GERMINATE
     obs, mask = make_obs(6, 7)
@@ -334,7 +345,7 @@ def test_blueprint_penalty_accumulates_per_cull_and_decays():
     for n in range(1, 4):
         decide(h, epoch=6 + n, plateau=0)
         assert h.penalties(0)["depthwise"] == pytest.approx(1.9 * 0.9 ** n)
-    culled_other = {1: slot_sig(S.TRAINING, "norm", epochs=1, contribution=-0.2)}
+    culled_other = {1: slot_sig(S.SHADOWING, "norm", epochs=1, contribution=-0.2)}
     decide(h, epoch=10, plateau=0, slots=culled_other)
     p = h.penalties(0)
     assert p["norm"] == pytest.approx(1.0) and p["depthwise"] == pytest.approx(1.9 * 0.9 ** 4)
@@ -346,7 +357,7 @@ def test_lowest_penalty_blueprint_is_preferred():
     assert first.action.kind is K.GERMINATE
     bp = first.action.blueprint
     # cull it: it collects a penalty, every other blueprint has none, so the next seed is another blueprint
-    decide(h, epoch=6, plateau=0, slots={first.action.slot: slot_sig(S.TRAINING, bp, epochs=1, contribution=-0.2)})
+    decide(h, epoch=6, plateau=0, slots={first.action.slot: slot_sig(S.SHADOWING, bp, epochs=1, contribution=-0.2)})
     for epoch in range(7, 12):
         d = decide(h, epoch=epoch, plateau=5)
         assert d.action.kind is K.GERMINATE and d.action.blueprint != bp
@@ -354,7 +365,7 @@ def test_lowest_penalty_blueprint_is_preferred():
 
 def test_banned_blueprint_is_never_chosen():
     h = heuristic(max_epochs=50, embargo_epochs=0, blueprint_penalty=10.0, penalty_decay=0.9, ban_threshold=2.5)
-    decide(h, epoch=3, plateau=0, slots={0: slot_sig(S.TRAINING, "conv_enhance", epochs=1, contribution=-0.2)})
+    decide(h, epoch=3, plateau=0, slots={0: slot_sig(S.SHADOWING, "conv_enhance", epochs=1, contribution=-0.2)})
     chosen = []
     epoch = 4
     while h.penalties(0)["conv_enhance"] * h.cfg.penalty_decay >= h.cfg.ban_threshold:
@@ -373,12 +384,12 @@ def test_penalty_at_exactly_the_threshold_bans():
     h = heuristic(embargo_epochs=0, blueprint_penalty=2.5, penalty_decay=1.0, ban_threshold=2.5,
                   max_live_seeds=3)
     for s, bp in enumerate(("norm", "attention", "depthwise")):
-        decide(h, epoch=3, plateau=0, slots={s: slot_sig(S.TRAINING, bp, epochs=1, contribution=-0.2)})
+        decide(h, epoch=3, plateau=0, slots={s: slot_sig(S.SHADOWING, bp, epochs=1, contribution=-0.2)})
     assert all(h.penalties(0)[bp] == 2.5 for bp in ("norm", "attention", "depthwise"))
     for epoch in range(4, 8):
         d = decide(h, epoch=epoch, plateau=5)
         assert d.action.blueprint == "conv_enhance"
-    decide(h, epoch=8, plateau=0, slots={0: slot_sig(S.TRAINING, "conv_enhance", epochs=1, contribution=-0.2)})
+    decide(h, epoch=8, plateau=0, slots={0: slot_sig(S.SHADOWING, "conv_enhance", epochs=1, contribution=-0.2)})
     d = decide(h, epoch=9, plateau=5)
     assert d.action.kind is K.WAIT and "unbanned" in d.reason     # everything banned
 

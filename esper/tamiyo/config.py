@@ -14,8 +14,9 @@ class HeuristicConfig(BaseModel):
     plateau_min_gain: float = Field(0.02, ge=0, description="val-accuracy gain over plateau_epochs that counts as a plateau")
     min_epoch_to_germinate: int = Field(2, ge=0, description="let the host warm up this many steps first")
     max_live_seeds: int = Field(1, ge=1, description="seeds in flight at once")
-    advance_min_contribution: float = Field(0.0, description="advance a seed whose counterfactual contribution is at least this")
-    cull_below_contribution: float = Field(-0.03, description="cull a seed whose contribution falls below this")
+    advance_min_contribution: float = Field(0.0, description="advance a blended seed whose counterfactual contribution is at least this "
+                                            "(a TRAINING seed advances when gate G2 would accept it)")
+    cull_below_contribution: float = Field(-0.03, description="cull a blended seed whose contribution falls below this")
     patience_epochs: int = Field(6, ge=1, description="cull a seed that has not been able to advance for this many steps")
     embargo_epochs: int = Field(4, ge=0, description="no germination for this many steps after a cull (anti-thrash)")
     blueprint_penalty: float = Field(1.0, ge=0, description="penalty a blueprint collects per cull")

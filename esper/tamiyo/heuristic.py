@@ -87,7 +87,9 @@ class HeuristicTamiyo:
         for s, v in enumerate(slots):                      # 1. cull what hurts or is stuck
             if v.stage not in _WORKING or not mask[self.space.cull_start + s]:
                 continue
-            if v.measured and v.contribution < cfg.cull_below_contribution:
+            # A TRAINING seed's counterfactual (added at full strength, untouched by the host) is a
+            # rough preview, so harm is judged only once the seed is blended into the forward pass.
+            if v.stage is not S.TRAINING and v.measured and v.contribution < cfg.cull_below_contribution:
                 return self._cull(st, epoch, s, v, f"seed hurts: contribution {v.contribution:+.3f} < "
                                   f"{cfg.cull_below_contribution:+.3f}", abs(v.contribution - cfg.cull_below_contribution) / 0.05)
             # BLENDING too: it ends by itself only when G3 passes; still blending `patience` steps after the
@@ -98,7 +100,7 @@ class HeuristicTamiyo:
         for s, v in enumerate(slots):                      # 2. advance what is ready
             if not mask[self.space.advance_start + s]:
                 continue
-            threshold = cfg.advance_min_contribution if v.stage is S.TRAINING else max(
+            threshold = -life.max_regression if v.stage is S.TRAINING else max(   # TRAINING: what G2 accepts
                 cfg.advance_min_contribution, life.contribution_threshold)
             if v.epochs_in_stage >= self._stage_need(v.stage) and v.measured and v.contribution >= threshold:
                 return self._decision(ActionKind.ADVANCE, f"seed in {v.stage.name} improves: contribution "
