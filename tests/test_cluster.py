@@ -460,3 +460,17 @@ def test_job_stop_leaves_a_final_checkpoint_and_complete_telemetry(head, tmp_pat
     kinds = read_events(str(run_dir), "system").column("kind").to_pylist()
     assert "stop" in kinds and "checkpoint" in kinds
 
+
+
+def test_new_run_dirs_go_under_esper_run_root(monkeypatch):
+    from esper.launch.main import _new_run_dir
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    monkeypatch.delenv("ESPER_RUN_ROOT", raising=False)
+    assert _new_run_dir(cfg).startswith("runs/")
+    monkeypatch.setenv("ESPER_RUN_ROOT", "s3://bucket/esper-runs/")
+    assert re.fullmatch(r"s3://bucket/esper-runs/\d{8}-\d{6}-ppo-[0-9a-f]{4}", _new_run_dir(cfg))
+    monkeypatch.setenv("ESPER_RUN_ROOT", "/mnt/shared/runs")
+    assert _new_run_dir(cfg).startswith("/mnt/shared/runs/")
+    explicit = load_config(ROOT / "configs" / "smoke.yaml", ["storage.run_dir=s3://bucket/mine"])
+    assert _new_run_dir(explicit) == "s3://bucket/mine"       # --run-dir / storage.run_dir win

@@ -270,17 +270,27 @@ def test_g2_min_epochs_and_missing_contribution():
     slot.tick(1)
     slot.observe(val_acc=0.5, contribution=None, grad_norm=1.0, vanishing=False, exploding=False)
     gate, _ = slot.advance(2)
-    _assert_refused(slot, S.TRAINING, gate, "G2", ["contribution_measured", "not_harmful"])
+    _assert_refused(slot, S.TRAINING, gate, "G2", ["preview_measured"])
+
+
+def test_g2_accepts_a_pessimistic_preview():
+    """A negative full-strength preview does not block blending (G3/G4 judge the seed once blended)."""
+    slot = _training_slot()
+    for _ in range(2):
+        slot.tick(0)
+    slot.observe(val_acc=0.5, contribution=-0.2, grad_norm=1.0, vanishing=False, exploding=False)
+    gate, event = slot.advance(2)
+    assert gate.passed and event is not None and slot.stage is S.BLENDING
 
 
 @pytest.mark.parametrize(("contribution", "grad_norm", "failed"), [
-    (-0.2, 1.0, ["not_harmful"]),                           # max_regression = 0.05
+    (float("nan"), 1.0, ["preview_measured"]),              # a non-finite preview
     (0.01, 0.0, ["gradients_healthy"]),                     # vanishing
     (0.01, 1e6, ["gradients_healthy"]),                     # exploding
     (0.01, float("nan"), ["gradients_healthy"]),            # non-finite
-    (-0.2, float("inf"), ["not_harmful", "gradients_healthy"]),
+    (float("inf"), float("inf"), ["preview_measured", "gradients_healthy"]),
 ])
-def test_g2_refuses_harmful_or_unhealthy(contribution, grad_norm, failed):
+def test_g2_refuses_unmeasured_or_unhealthy(contribution, grad_norm, failed):
     slot = _training_slot()
     for _ in range(2):
         slot.tick(0)
@@ -288,7 +298,7 @@ def test_g2_refuses_harmful_or_unhealthy(contribution, grad_norm, failed):
     gate, event = slot.advance(2)
     assert event is None
     _assert_refused(slot, S.TRAINING, gate, "G2", failed)
-    assert gate.values["contribution"] == contribution
+    assert gate.values["contribution"] == contribution or math.isnan(contribution)
     healthy(slot)                                           # recovers: the next advance passes
     gate, event = slot.advance(3)
     assert gate.passed and event.to_stage == "BLENDING" and slot.stage is S.BLENDING

@@ -262,7 +262,7 @@ def test_default_gates_refuse_only_on_measured_numbers(splits):
 
     _, _, steps = run_episode(env, eager, seed=0)
     timing = {"min_epochs", "enough_shadow_steps", "probation_served", "alpha_reached_1"}
-    measured = {"not_harmful", "contribution_above_threshold", "still_contributing", "no_regression"}
+    measured = {"preview_measured", "contribution_above_threshold", "still_contributing", "no_regression"}
     for _, _, _, _, info in steps:
         for ev in info["seed_events"]:
             if ev.gate is not None and not ev.gate.passed:

@@ -264,11 +264,12 @@ def test_culls_a_harmful_seed(stage):
 
 
 def test_a_training_seeds_preview_is_not_judged_as_harm():
-    """In TRAINING the counterfactual adds the seed at full strength untouched by the host: a preview,
-    not harm. The heuristic waits (and culls only if the seed stays stuck past patience)."""
+    """In TRAINING the counterfactual adds the seed at full strength before the host has adapted: a
+    pessimistic preview, not harm. The heuristic advances once G2 allows, whatever the preview's sign."""
     h = heuristic()
-    d = decide(h, epoch=10, plateau=0, slots={2: slot_sig(S.TRAINING, "attention", epochs=1, contribution=-0.2)})
-    assert d.action.kind is K.WAIT
+    d = decide(h, epoch=10, plateau=0, slots={2: slot_sig(S.TRAINING, "attention", epochs=LIFE.min_training_epochs,
+                                                          contribution=-0.2)})
+    assert d.action == Action(K.ADVANCE, 2)
     stuck = decide(h, epoch=10, plateau=0, slots={2: slot_sig(
         S.TRAINING, "attention", epochs=LIFE.min_training_epochs + h.cfg.patience_epochs, contribution=-0.2)})
     assert stuck.action == Action(K.CULL, 2) and "stuck" in stuck.reason
@@ -277,9 +278,9 @@ def test_a_training_seeds_preview_is_not_judged_as_harm():
 def test_culls_a_stuck_seed_after_patience():
     h = heuristic()
     need = LIFE.min_training_epochs + h.cfg.patience_epochs
-    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need - 1, contribution=-0.2)}
+    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need - 1, contribution=None)}
     assert decide(h, epoch=12, plateau=0, slots=stuck).action.kind is K.WAIT
-    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need, contribution=-0.2)}
+    stuck = {0: slot_sig(S.TRAINING, "norm", epochs=need, contribution=None)}
     d = decide(h, epoch=12, plateau=0, slots=stuck)
     assert d.action == Action(K.CULL, 0) and "stuck" in d.reason
 

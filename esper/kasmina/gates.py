@@ -32,11 +32,18 @@ def _healthy(grad_norm: float, cfg: LifecycleConfig) -> bool:
 
 def g2_start_blending(*, epochs_in_stage: int, contribution: float | None, grad_norm: float,
                       cfg: LifecycleConfig) -> GateResult:
+    """A TRAINING seed may start blending once it has trained long enough, its gradients are healthy and
+    its preview (the counterfactual with the seed added at full strength) was measured and is finite.
+
+    The preview's sign is recorded but not required: downstream BatchNorm statistics were gathered
+    without the seed, so adding it at full strength before the host has adapted is pessimistic by
+    construction (measured: previews of -0.1..-0.2 for seeds that help once blended). Whether the seed
+    helps is judged after blending, where it counts: G3 (no regression), G4 and G5 (contribution).
+    """
     c = float("nan") if contribution is None else contribution
     checks = {
         "min_epochs": epochs_in_stage >= cfg.min_training_epochs,
-        "contribution_measured": contribution is not None,
-        "not_harmful": contribution is not None and c >= -cfg.max_regression,
+        "preview_measured": contribution is not None and math.isfinite(c),
         "gradients_healthy": _healthy(grad_norm, cfg),
     }
     values = {"epochs_in_stage": float(epochs_in_stage), "contribution": c, "seed_grad_norm": grad_norm}

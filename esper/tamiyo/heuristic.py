@@ -8,6 +8,7 @@ the observation and the mask, like the learned policy.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -100,9 +101,12 @@ class HeuristicTamiyo:
         for s, v in enumerate(slots):                      # 2. advance what is ready
             if not mask[self.space.advance_start + s]:
                 continue
-            threshold = -life.max_regression if v.stage is S.TRAINING else max(   # TRAINING: what G2 accepts
+            threshold = -math.inf if v.stage is S.TRAINING else max(   # TRAINING: G2 needs only a measured preview
                 cfg.advance_min_contribution, life.contribution_threshold)
             if v.epochs_in_stage >= self._stage_need(v.stage) and v.measured and v.contribution >= threshold:
+                if v.stage is S.TRAINING:
+                    return self._decision(ActionKind.ADVANCE, f"seed trained {v.epochs_in_stage} steps (preview "
+                                          f"{v.contribution:+.3f}): start blending", 0.6, s)
                 return self._decision(ActionKind.ADVANCE, f"seed in {v.stage.name} improves: contribution "
                                       f"{v.contribution:+.3f} >= {threshold:+.3f}", 0.5 + 10 * (v.contribution - threshold), s)
 
