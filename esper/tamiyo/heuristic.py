@@ -105,7 +105,7 @@ class HeuristicTamiyo:
                 cfg.advance_min_contribution, life.contribution_threshold)
             if v.epochs_in_stage >= self._stage_need(v.stage) and v.measured and v.contribution >= threshold:
                 if v.stage is S.TRAINING:
-                    return self._decision(ActionKind.ADVANCE, f"seed trained {v.epochs_in_stage} steps (preview "
+                    return self._decision(ActionKind.ADVANCE, f"seed in TRAINING for {v.epochs_in_stage} steps (preview "
                                           f"{v.contribution:+.3f}): start blending", 0.6, s)
                 return self._decision(ActionKind.ADVANCE, f"seed in {v.stage.name} improves: contribution "
                                       f"{v.contribution:+.3f} >= {threshold:+.3f}", 0.5 + 10 * (v.contribution - threshold), s)
