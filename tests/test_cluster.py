@@ -73,7 +73,7 @@ def test_local_yaml_bootstraps_like_ray_up():
     assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
 
 
-def test_gpu_yaml_bootstraps_against_mocked_aws(monkeypatch):
+def test_gpu_yaml_bootstraps_against_mocked_aws(monkeypatch, tmp_path):
     """`ray up`'s AWS bootstrap (IAM role, key pair, subnets, security group, node resources) on moto."""
     moto = pytest.importorskip("moto")
     from ray.autoscaler._private.aws import config as aws_config
@@ -83,6 +83,7 @@ def test_gpu_yaml_bootstraps_against_mocked_aws(monkeypatch):
                        "AWS_DEFAULT_REGION": "us-west-2", "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))      # Ray writes the new key pair to ~/.ssh/ray-autoscaler_*.pem
     monkeypatch.setattr(aws_config, "time", types.SimpleNamespace(sleep=lambda s: None))   # IAM propagation waits
     with moto.mock_aws():
         config = _bootstrap_config(_load(GPU_YAML), no_config_cache=True)
