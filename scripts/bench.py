@@ -60,16 +60,18 @@ def run_part(name: str, args: list[str], timeout: float) -> tuple[list[dict], fl
     return rows, time.perf_counter() - start, status
 
 
+ID_KEYS = ("figure", "what", "mode", "profile", "event", "settings", "policy", "device", "host", "num_envs", "envs",
+           "runners", "k", "T", "K")
+
+
 def _label(row: dict) -> str:
-    keys = [k for k in row if k not in ("part", "value", "median", "mean", "min", "max", "unit")]
-    return ", ".join(f"{k}={row[k]}" for k in keys if not isinstance(row[k], (list, dict)))[:140]
+    return ", ".join(f"{k}={row[k]}" for k in ID_KEYS if k in row)
 
 
-def _value(row: dict):
-    for k in ("value", "median", "mean", "env_steps_per_s", "us_per_event", "ms_per_1k", "ms"):
-        if k in row:
-            return row[k]
-    return ""
+def _numbers(row: dict) -> str:
+    skip = set(ID_KEYS) | {"part"}
+    return ", ".join(f"{k}={v}" for k, v in row.items()
+                     if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def to_markdown(meta: dict, parts: dict, rows: list[dict]) -> str:
@@ -78,9 +80,15 @@ def to_markdown(meta: dict, parts: dict, rows: list[dict]) -> str:
              + f", torch {meta['machine']['torch']}, {meta['date']}.", "",
              "| part | status | seconds |", "|---|---|---|"]
     lines += [f"| {p} | {v['status']} | {v['seconds']:.0f} |" for p, v in parts.items()]
-    lines += ["", "| part | figure | value |", "|---|---|---|"]
-    lines += [f"| {r['part']} | {_label(r)} | {_value(r)} |" for r in rows]
+    lines += ["", "| part | figure | numbers |", "|---|---|---|"]
+    lines += [f"| {r['part']} | {_label(r)} | {_numbers(r)} |" for r in rows if r.get("figure") not in ("setup", "machine")]
     return "\n".join(lines) + "\n"
+
+
+def rewrite(out_dir: Path) -> None:
+    """Re-render bench.md from an existing bench.json."""
+    data = json.loads((out_dir / "bench.json").read_text())
+    (out_dir / "bench.md").write_text(to_markdown(data["meta"], data["parts"], data["figures"]))
 
 
 def main() -> int:
@@ -89,7 +97,11 @@ def main() -> int:
     p.add_argument("--out-dir", default=str(ROOT / "docs" / "bench"))
     p.add_argument("--skip", default="", help="comma-separated parts to skip: env,gpu,runtime,ppo,telemetry")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per part")
+    p.add_argument("--render-only", action="store_true", help="rewrite bench.md from bench.json")
     args = p.parse_args()
+    if args.render_only:
+        rewrite(Path(args.out_dir))
+        return 0
     import torch
 
     q = ["--quick"] if args.quick else []
