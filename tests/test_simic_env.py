@@ -580,3 +580,21 @@ def test_same_seed_same_episode(ctx):
     assert any(ai["seed_events"] for *_, ai in a)            # the episode did grow seeds
     c0, c = play(43)
     assert not np.array_equal(a0, c0) or any(not np.array_equal(x[1], y[1]) for x, y in zip(a, c))
+
+
+def test_diagnostic_probe_writes_rows_and_a_narrative_every_n_steps(tmp_path, ctx):
+    from esper.nissa import TelemetryConfig, configure_hub, read_events, reset_hub
+
+    configure_hub(str(tmp_path), TelemetryConfig(console=False, diagnostics_every=2), "test")
+    try:
+        env = MorphogeneticEnv(ctx)
+        env.reset(seed=3)
+        for _ in range(4):
+            env.step(0)
+    finally:
+        reset_hub()
+    rows = read_events(str(tmp_path), "diagnostic").to_pydict()
+    assert sorted(set(rows["epoch"])) == [2, 4]                    # every second step
+    model_rows = [n for layer, n in zip(rows["layer"], rows["narrative"]) if layer == "(model)"]
+    assert len(model_rows) == 2 and all("gradients" in n for n in model_rows)
+    assert all(g is None or g >= 0 for g in rows["grad_norm"])

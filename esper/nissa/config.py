@@ -25,6 +25,7 @@ class TelemetryConfig(BaseModel):
     flush_seconds: float = Field(10.0, gt=0, description="... or when its oldest row is this old")
     console: bool = Field(True, description="print episode summaries and learner updates to stdout")
     sharpness_epsilon: float = Field(0.01, gt=0, description="research: relative weight perturbation for sharpness")
+    diagnostics_every: int = Field(5, ge=1, description="standard/research: a gradient-diagnostics probe every N env steps")
 
     @property
     def events(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from esper.nissa import get_hub
 from esper.simic.context import EnvContext
 from esper.simic.governor import Governor
 from esper.simic.observation import write_observation
+from esper.simic.probe import diagnostic_probe
 from esper.simic.rewards import RewardBreakdown, compute_reward, potential
 from esper.tamiyo import SignalTracker, action_mask, describe_illegal
 from esper.tolaria import BatchStream, HostTrainer, counterfactual, summarise
@@ -223,6 +224,7 @@ class EnvCore:
                 "reward_components": reward._asdict(), "rolled_back": rolled_back, "sanitized": sig.sanitized,
                 "seed_events": [e for e, _ in self.step_events]}
         self._emit_step(sig, reward, rolled_back)
+        diagnostic_probe(model, ctx.data, ctx.tolaria.training.batch_size, self._key(), self.epoch)
         if terminal:
             self.final_test_acc = summarise(test)[1]
             summary = self.summary()
