@@ -39,10 +39,11 @@ class PPOConfig(BaseModel):
     gamma: float = Field(0.99, gt=0, le=1, description="discount; also the reward shaping's gamma (one value)")
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip: float = Field(0.2, gt=0)
-    value_clip: float | None = Field(0.2, gt=0, description="clip the value update like the policy's; None = off")
+    value_clip: float | None = Field(None, gt=0, description="clip the value update like the policy's, in return units; "
+                                     "None = off (returns here are ~10, so a 0.2 clip would starve the critic)")
     epochs: int = Field(4, ge=1)
     minibatches: int = Field(4, ge=1)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     lr_schedule: Literal["constant", "linear"] = "linear"
     total_updates: int = Field(200, ge=1, description="horizon of the lr and entropy schedules")
     entropy_coef: float = Field(0.02, ge=0)
@@ -63,7 +64,7 @@ class IQLConfig(BaseModel):
     tau: float = Field(0.005, gt=0, le=1, description="target network Polyak rate")
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(256, ge=1)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
 
 
 class SimicConfig(BaseModel):
