@@ -29,7 +29,7 @@ class RuntimeConfig(BaseModel):
     steps_per_sample: int = Field(8, ge=1, description="environment steps each env takes per sample() call")
     mode: Literal["sync", "async"] = "sync"
     max_policy_lag: int = Field(1, ge=0, description="async: drop trajectories more than this many versions old")
-    total_updates: int | None = Field(20, ge=1, description="stop after this many learner updates (ppo)")
+    total_updates: int | None = Field(10, ge=1, description="stop after this many learner updates (ppo), or sampling rounds")
     total_episodes: int | None = Field(None, ge=1, description="stop after this many completed episodes")
     checkpoint_every: int = Field(5, ge=1, description="learner checkpoint every N updates (and at the end)")
     max_restarts: int = Field(3, ge=0, description="restarts Ray grants each runner and the learner")
