@@ -10,7 +10,6 @@ import torch
 
 from esper.kasmina import GradientCollector, KasminaConfig, build_model
 from esper.kasmina.config import LifecycleConfig
-from esper.leyline import SeedStage
 from esper.tolaria import TrainingConfig
 from esper.tolaria.capture import CapturedStep, EagerRecording, default_recording
 from esper.tolaria.training import HostTrainer

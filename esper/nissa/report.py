@@ -40,7 +40,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
     out_dir = out_dir or os.path.join(run_dir, "report")
     os.makedirs(out_dir, exist_ok=True)
     tables = {et: read_events(run_dir, et) for et in present if et != "transition"}
-    lines = [f"# Esper run report\n", f"Run directory: `{run_dir}`\n", "| event | rows |", "|---|---|"]
+    lines = ["# Esper run report\n", f"Run directory: `{run_dir}`\n", "| event | rows |", "|---|---|"]
     lines += [f"| {et} | {t.num_rows} |" for et, t in sorted(tables.items())]
     lines.append("")
 

@@ -57,7 +57,7 @@ class Coordinator:
         self.in_progress = {i: {k: (0, 0) for k in range(rt.envs_per_runner)} for i in range(len(runners))}
         self.completed: set[str] = set()
         self.duplicates = 0
-        self.restarts: Counter[int] = Counter()
+        self.restarts: Counter[int | str] = Counter()     # runner index, or "learner"
         self.recent: list[EpisodeSummary] = []
         self.version: int | None = None
         self.stop_reason: str | None = None
@@ -169,9 +169,9 @@ class Coordinator:
         try:
             stats = ray.get(stats_ref)
         except RayActorError as exc:
-            self.restarts[-1] += 1
-            if self.restarts[-1] > self.cfg.runtime.max_restarts:
-                raise RuntimeError(f"the learner died {self.restarts[-1]} times; giving up") from exc
+            self.restarts["learner"] += 1
+            if self.restarts["learner"] > self.cfg.runtime.max_restarts:
+                raise RuntimeError(f"the learner died {self.restarts['learner']} times; giving up") from exc
             get_hub().emit("system", kind="actor_failed", actor="esper-learner", detail=json.dumps({"error": str(exc)[:500]}))
             return None
         self.state.updates += 1
