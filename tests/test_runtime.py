@@ -69,6 +69,24 @@ def test_runner_killed_mid_run_loses_no_completed_episode(tmp_path):
     assert 1 in episodes["attempt"]
 
 
+def test_killed_learner_restores_its_checkpoint_and_never_reuses_a_version(tmp_path):
+    run_dir = tmp_path / "run"
+    rc, out = run(["--config", SMOKE, "--run-dir", str(run_dir), "--no-dashboard",
+                   "--set", "runtime.faults.kill_learner_at_update=3"])        # checkpoint_every=2 in smoke
+    assert rc == 0, out
+    s = _summary(run_dir)
+    assert s["restarts"] == {"learner": 1} and s["updates"] == 4
+    # The first life's learner events died in its unflushed buffer; its checkpoint of v2 survived.
+    assert (run_dir / "checkpoints" / "policy-v00000002.pt").exists()
+    versions = _versions(run_dir)
+    assert versions == sorted(set(versions)) and min(versions) > 100   # past the reserved block
+    assert s["policy_version"] == max(versions)
+    starts = read_events(str(run_dir), "system").to_pydict()
+    restart = [json.loads(d) for k, a, d in zip(starts["kind"], starts["actor"], starts["detail"])
+               if k == "actor_restart" and a == "esper-learner"]
+    assert len(restart) == 1 and restart[0]["restored_version"] == 2
+
+
 def test_killed_run_resumes_without_reusing_versions(tmp_path):
     run_dir = tmp_path / "run"
     rc, out = run(["--config", SMOKE, "--run-dir", str(run_dir), "--no-dashboard",

@@ -17,6 +17,8 @@ class FaultInjection(BaseModel):
     kill_runner: int | None = Field(None, ge=0, description="index of the runner to kill")
     at_sample_call: int = Field(2, ge=1, description="...during its Nth sample() call, after the first env step")
     kill_driver_after_updates: int | None = Field(None, ge=1, description="SIGKILL the driver after this many updates")
+    kill_learner_at_update: int | None = Field(None, ge=1, description="SIGKILL the learner inside its Nth update "
+                                                                     "(first life only)")
 
 
 class RuntimeConfig(BaseModel):

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from esper.config import RunConfig
 from esper.leyline import EpisodeSummary
@@ -123,10 +123,7 @@ class Coordinator:
                 self._report(None)
                 continue
             stats, new_weights = self._update([batches[i] for i in sorted(batches)])
-            if stats is not None:
-                weights = new_weights
-            else:                                          # learner restored from a checkpoint
-                weights = self.learner.get_weights.remote()
+            weights = new_weights if stats is not None else self._weights_after_restart()
 
     def _run_async(self) -> None:
         weights = self.learner.get_weights.remote()
@@ -139,7 +136,7 @@ class Coordinator:
             for ref in self._wait(waits):
                 if in_update is not None and ref == in_update[0]:
                     stats = self._get_update(in_update[0])
-                    weights = in_update[1] if stats is not None else self.learner.get_weights.remote()
+                    weights = in_update[1] if stats is not None else self._weights_after_restart()
                     in_update = None
                     continue
                 i = by_ref[ref]
@@ -161,9 +158,24 @@ class Coordinator:
     def _get_sample(self, i: int, info_ref) -> SampleInfo | None:
         try:
             return ray.get(info_ref)
+        except RayTaskError:
+            raise                                          # the task itself failed: not a dead runner
         except RayActorError as exc:
             self._recover_runner(i, exc)
             return None
+
+    def _weights_after_restart(self):
+        """The restored learner's weights, once it answers (it restores its checkpoint on restart)."""
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while True:
+            ref = self.learner.get_weights.remote()
+            try:
+                ray.get(ref)
+                return ref
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the learner did not come back within {RESTART_TIMEOUT_S:.0f} s") from None
+                self._wait_or_stop(0.5)
 
     def _get_update(self, stats_ref) -> dict | None:
         try:

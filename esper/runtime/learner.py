@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 
 import ray
 import torch
@@ -51,8 +52,9 @@ class Learner:
         self.ppo.version = max(self.ppo.version, reserved_version(run_dir))
         self.reserved = reserve_versions(run_dir, self.ppo.version)
         self.metrics = LearnerMetrics()
+        self.restarted = was_restarted()
         self._published = self._snapshot()
-        self.hub.emit("system", kind="actor_restart" if was_restarted() else "actor_start", actor="esper-learner",
+        self.hub.emit("system", kind="actor_restart" if self.restarted else "actor_start", actor="esper-learner",
                       detail=json.dumps({"restored_version": self.restored_from, "next_version": self.ppo.version + 1,
                                          "device": str(self.ppo.device), "pid": os.getpid(),
                                          "node": ray.get_runtime_context().get_node_id()}))
@@ -68,6 +70,8 @@ class Learner:
         return self.ppo.weights()
 
     def update(self, *batches):
+        if self.cfg.runtime.faults.kill_learner_at_update == self.ppo.updates_done + 1 and not self.restarted:
+            os.kill(os.getpid(), signal.SIGKILL)            # injected crash inside an update
         lag = self.cfg.runtime.max_policy_lag if self.cfg.runtime.mode == "async" else None
         stats = self.ppo.update(list(batches), max_policy_lag=lag).to_dict()
         if self.ppo.version > self.reserved:                # reserve before publishing
