@@ -20,7 +20,7 @@ from esper.simic.iql import main as iql_main
 from esper.simic.pretrained import load_initial_policy
 from esper.simic.telemetry import configure_run_telemetry
 from esper.simic.trainer import InProcessTrainer, make_learner
-from esper.tamiyo.network import log_prob
+from esper.tamiyo.network import entropy, log_prob
 from launch_util import SMOKE, run
 
 HIDDEN = [64, 64]
@@ -94,10 +94,12 @@ def test_actor_weights_are_clamped_and_illegal_actions_get_zero_probability():
     actions = torch.tensor([2, 1, 3])
     v = torch.zeros(3)
     q_t = torch.tensor([10.0, 0.0, -1.0])       # exp(20) clamps to 5
-    loss, nll, w = iql.actor_loss(obs, masks, actions, q_t, v)
-    logp = log_prob(iql.ac.logits(obs, masks), actions).detach()
+    loss, nll, w, ent = iql.actor_loss(obs, masks, actions, q_t, v)
+    logits = iql.ac.logits(obs, masks).detach()
+    logp = log_prob(logits, actions)
     weights = torch.tensor([5.0, 1.0, float(np.exp(-2.0))])
-    assert torch.allclose(loss, -(weights * logp).mean())
+    assert torch.allclose(ent, entropy(logits).mean()) and ent.item() > 0
+    assert torch.allclose(loss, -(weights * logp).mean() - iql.cfg.entropy_coef * ent)
     assert logp[2].item() == 0.0                # the only legal action
     probs = iql.action_probs(obs.numpy(), masks.numpy())
     assert (probs[~masks] == 0).all() and torch.allclose(probs.sum(-1), torch.ones(3))
@@ -201,6 +203,19 @@ def test_policy_matches_heuristic_far_above_chance_on_held_out_episodes(trained)
     assert r["agreement"] > 0.8 and r["agreement"] > 5 * r["chance"], r
     assert r["agreement"] > r["majority_baseline"], r       # more than always-WAIT
     assert r["agreement_non_wait"] > 0.5, r                  # it germinates and advances too
+
+
+def test_entropy_term_keeps_the_policy_stochastic_without_changing_its_choices(trained):
+    # The heuristic is deterministic: without the entropy term the actor's legal-action entropy falls
+    # near 0, and PPO fine-tuning from it hardly explores. With it the greedy action is the same.
+    iql, _, _, train, held = trained
+    sharp = IQL(iql.ac.obs_size, iql.ac.num_actions, HIDDEN, iql.cfg.model_copy(update={"entropy_coef": 0.0}),
+                iql.gamma, seed=0)
+    sharp.train(train, steps=600, log_every=600, log=None)
+    soft, hard = iql.agreement(held), sharp.agreement(held)
+    assert iql.cfg.entropy_coef > 0
+    assert soft["entropy"] > 3 * hard["entropy"] and soft["entropy"] < soft["max_entropy"], (soft, hard)
+    assert soft["agreement"] >= hard["agreement"] - 0.05, (soft, hard)
 
 
 def test_illegal_actions_get_probability_exactly_zero(trained):

@@ -61,6 +61,8 @@ class IQLConfig(BaseModel):
     expectile: float = Field(0.7, gt=0.5, lt=1)
     temperature: float = Field(3.0, gt=0, description="β in exp(β·A) for policy extraction")
     max_weight: float = Field(100.0, gt=0)
+    entropy_coef: float = Field(0.3, ge=0, description="α in L_π − α·H(π): keeps the extracted policy stochastic, "
+                                                       "so PPO fine-tuning from it can still explore")
     tau: float = Field(0.005, gt=0, le=1, description="target network Polyak rate")
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(256, ge=1)

@@ -11,7 +11,10 @@ this config's TensorSchema. In the order one training step runs:
   3. twin critics, one value per action of the flat space, read at the recorded action:
         y = r + γ (1 − done) V(s');           L_Q = mean (Q1(s,a) − y)² + (Q2(s,a) − y)²
   4. advantage-weighted policy extraction, over the recorded mask (illegal actions have prob 0):
-        w = min(exp(β (min(Q1'(s,a), Q2'(s,a)) − V(s))), max_weight);   L_π = −mean w · log π(a|s)
+        w = min(exp(β (min(Q1'(s,a), Q2'(s,a)) − V(s))), max_weight);   L_π = −mean w · log π(a|s) − α H(π(·|s))
+     The entropy term (α = entropy_coef) matters for fine-tuning: the heuristic teacher is deterministic,
+     so without it the actor's legal-action entropy goes to ~0 and PPO's own entropy bonus reopens
+     exploration only slowly.
   5. Polyak-average the target critics: θ' ← (1 − τ) θ' + τ θ
 
 The actor and V are the two halves of the `ActorCritic` PPO uses (same FeatureExtractor, same
@@ -44,7 +47,7 @@ from esper.nissa.storage import resolve_fs, write_bytes_atomic
 from esper.simic.checkpoint import CHECKPOINT_FORMAT
 from esper.simic.config import IQLConfig
 from esper.simic.normalizer import RunningMeanStd
-from esper.tamiyo.network import ActorCritic, FeatureExtractor, log_prob
+from esper.tamiyo.network import ActorCritic, FeatureExtractor, entropy, log_prob
 
 PRETRAINED_KIND = "iql"
 
@@ -185,10 +188,11 @@ class IQLStats:
     nll: float               # −mean log π(a|s) on the batch: how well the actor imitates (unweighted)
     mean_weight: float
     mean_v: float
+    entropy: float           # mean entropy of π over the legal actions (nats)
 
     def line(self) -> str:
         return (f"step {self.step:6d}  q {self.q_loss:9.4f}  v {self.v_loss:8.4f}  actor {self.actor_loss:8.4f}  "
-                f"nll {self.nll:6.3f}  w {self.mean_weight:6.2f}  V {self.mean_v:7.3f}")
+                f"nll {self.nll:6.3f}  w {self.mean_weight:6.2f}  V {self.mean_v:7.3f}  H {self.entropy:5.3f}")
 
 
 class IQL:
@@ -231,10 +235,14 @@ class IQL:
         return (self.q1.at(obs, actions) - y).square().mean() + (self.q2.at(obs, actions) - y).square().mean()
 
     def actor_loss(self, obs: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor, q_t: torch.Tensor,
-                   v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, nll, mean weight, mean entropy over the legal actions)."""
         weight = torch.exp(self.cfg.temperature * (q_t - v.detach())).clamp(max=self.cfg.max_weight)
-        logp = log_prob(self.ac.logits(obs, masks), actions)
-        return -(weight * logp).mean(), -logp.mean().detach(), weight.mean().detach()
+        logits = self.ac.logits(obs, masks)
+        logp = log_prob(logits, actions)
+        ent = entropy(logits).mean()
+        loss = -(weight * logp).mean() - self.cfg.entropy_coef * ent
+        return loss, -logp.mean().detach(), weight.mean().detach(), ent.detach()
 
     @torch.no_grad()
     def _polyak(self) -> None:
@@ -256,14 +264,14 @@ class IQL:
         q_loss.backward()
         self.q_opt.step()
 
-        a_loss, nll, w = self.actor_loss(obs, masks, actions, q_t, v)
+        a_loss, nll, w, ent = self.actor_loss(obs, masks, actions, q_t, v)
         self.actor_opt.zero_grad(set_to_none=True)
         a_loss.backward()
         self.actor_opt.step()
 
         self._polyak()
         self.steps_done += 1
-        return torch.stack([q_loss.detach(), v_loss.detach(), a_loss.detach(), nll, w, v.detach().mean()])
+        return torch.stack([q_loss.detach(), v_loss.detach(), a_loss.detach(), nll, w, v.detach().mean(), ent])
 
     # ---- training loop ----
     def fit_normalizer(self, data: OfflineData) -> None:
@@ -292,7 +300,7 @@ class IQL:
         t = self.tensors(data)
         n, bs = len(data), min(self.cfg.batch_size, len(data))
         history: list[IQLStats] = []
-        window = torch.zeros(6, device=self.device)
+        window = torch.zeros(7, device=self.device)
         count, start = 0, time.perf_counter()
         for i in range(1, steps + 1):
             idx = torch.randint(0, n, (bs,), generator=self.generator).to(self.device)
@@ -329,6 +337,10 @@ def action_agreement(probs: np.ndarray, data: OfflineData, majority_action: int 
     non_wait = data.actions != 0
     out["agreement_non_wait"] = float(hit[non_wait].mean()) if non_wait.any() else float("nan")
     out["non_wait"] = int(non_wait.sum())
+    # How stochastic the policy is, beside the most it could be (uniform over the legal actions).
+    plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
+    out["entropy"] = float(-plogp.sum(-1).mean()) if len(data) else float("nan")
+    out["max_entropy"] = float(np.log(legal).mean()) if len(data) else float("nan")
     if majority_action is not None:
         out["majority_action"] = int(majority_action)
         out["majority_baseline"] = float((data.actions == majority_action).mean()) if len(data) else float("nan")
@@ -423,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         non_wait = f"{r['agreement_non_wait']:.1%} of {r['non_wait']}" if r["non_wait"] else "none in the data"
         print(f"[iql] {name}: greedy action agrees with the recorded one on {r['agreement']:.1%} of "
               f"{r['transitions']} transitions (chance {r['chance']:.1%}, always-{space.decode(majority)} "
-              f"{r['majority_baseline']:.1%}; non-WAIT actions: {non_wait})", flush=True)
+              f"{r['majority_baseline']:.1%}; non-WAIT actions: {non_wait}); policy entropy {r['entropy']:.3f} "
+              f"of at most {r['max_entropy']:.3f} nats", flush=True)
     extra = {"runs": list(args.runs), "transitions": len(data), "steps": iql.steps_done,
              "first": history[0].__dict__ if history else None, "last": history[-1].__dict__ if history else None,
              "agreement": result}
