@@ -338,8 +338,8 @@ def action_agreement(probs: np.ndarray, data: OfflineData, majority_action: int 
     out["agreement_non_wait"] = float(hit[non_wait].mean()) if non_wait.any() else float("nan")
     out["non_wait"] = int(non_wait.sum())
     # How stochastic the policy is, beside the most it could be (uniform over the legal actions).
-    plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
-    out["entropy"] = float(-plogp.sum(-1).mean()) if len(data) else float("nan")
+    # log p is a valid masked-logit tensor (illegal actions: −inf), so the PPO entropy function applies.
+    out["entropy"] = float(entropy(torch.from_numpy(probs).log()).mean()) if len(data) else float("nan")
     out["max_entropy"] = float(np.log(legal).mean()) if len(data) else float("nan")
     if majority_action is not None:
         out["majority_action"] = int(majority_action)
