@@ -1,6 +1,7 @@
 """The `esper` command: one entry point for running, inspecting and staging.
 
   esper run [launch options]            # same as python -m esper.launch
+  esper pretrain --runs RUN_DIR ... --out CKPT   # offline IQL on transition telemetry (docs/offline.md)
   esper config [--config F] [--set A.B=C ...]   # print the resolved config
   esper data cifar10 --root DIR         # download CIFAR-10 into DIR once (under a file lock)
   esper report RUN_DIR [--out DIR]      # same as python -m esper.nissa.report
@@ -15,6 +16,12 @@ from typing import Callable, Sequence
 
 def _run(argv: list[str]) -> int:
     from esper.launch import main
+
+    return main(argv)
+
+
+def _pretrain(argv: list[str]) -> int:
+    from esper.pretrain import main
 
     return main(argv)
 
@@ -34,6 +41,7 @@ def _export(argv: list[str]) -> int:
 # Commands that hand their arguments, untouched, to another module's own parser.
 DELEGATES: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (_run, "start or resume a run (python -m esper.launch; see `esper run --help`)"),
+    "pretrain": (_pretrain, "pretrain Tamiyo offline with IQL on transition telemetry (for `esper run --init-from`)"),
     "report": (_report, "plots and report.md for a run directory (python -m esper.nissa.report)"),
     "export": (_export, "telemetry to Parquet, one file per event type (python -m esper.nissa.export)"),
 }

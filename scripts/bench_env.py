@@ -9,7 +9,7 @@ Prints one JSON line per figure (and writes them to --out):
                     library's own functions (no library change): begin_step (action + governor snapshot),
                     train (the batches), val_eval, counterfactual (the with/without-seed evaluations),
                     test_eval (last step, amortised), signals (SignalTracker + observation), policy
-                    (heuristic decision: policy_decision), telemetry (step/seed/episode rows from the env, decision and
+                    (heuristic decision: policy_decision), telemetry (step/seed rows built by the env and emitted by the sampler, decision and
                     transition rows from the sampler, the final flush; a configured hub writing Arrow
                     files to a temporary directory), governor (divergence check), finish_other (gates,
                     reward, slot bookkeeping), vector_other (the one host sync, info assembly); plus
@@ -35,17 +35,19 @@ from collections import defaultdict
 
 import torch
 
-import esper.simic.core as core_mod
+import esper.simic.environment.core as core_mod
+import esper.simic.learning.sampler as sampler_mod
 from esper.config import RunConfig, load_config
 from esper.nissa import TelemetryConfig, available_events, read_events, reset_hub
 from esper.simic import MorphogeneticEnv, SequentialEpisodes, VectorEnv, derive_seed, make_context
-from esper.simic.policies import make_policy
-from esper.simic.sampler import Sampler
-from esper.simic.telemetry import configure_run_telemetry
+from esper.simic.learning.sampler import Sampler
+from esper.nissa import configure_run_telemetry
 from esper.tolaria import HostTrainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_episodes import mean_std, run_policy  # noqa: E402
+from run_episodes import run_policy  # noqa: E402
+
+from esper.stats import mean_std  # noqa: E402
 
 QUICK = ["tolaria.data.train_size=512", "tolaria.data.val_size=256", "tolaria.data.test_size=256",
          "tolaria.data.image_size=16"]
@@ -102,7 +104,7 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
     """One heuristic episode on a VectorEnv(K=1) through the Sampler, every phase timed."""
     tm = Timers(ctx.device)
     vec = VectorEnv(ctx, 1, SequentialEpisodes(derive_seed(seed, 0), prefix="bench"))
-    policy = make_policy("heuristic", ctx, cfg.tamiyo)
+    policy = ctx.make_policy("heuristic", cfg.tamiyo)
     sampler = Sampler(vec, policy)
     core = vec.cores[0]
     run_dir = tempfile.mkdtemp(prefix="esper-bench-env-")
@@ -110,8 +112,7 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
                             ctx.space)
 
     # Wrap the library's own functions (instances, or classes/modules where objects are rebuilt per episode).
-    for name in ("begin_step", "train_batch", "evaluate", "device_stats", "finish_step", "_emit_step",
-                 "_emit_episode"):
+    for name in ("begin_step", "train_batch", "evaluate", "device_stats", "finish_step", "_step_records"):
         setattr(core, name, tm.wrap(name, getattr(core, name)))
     core.reset = tm.wrap("reset", core.reset, scope=True)
     core.tracker.update = tm.wrap("tracker_update", core.tracker.update)
@@ -122,7 +123,8 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
     vec._vector_info = tm.wrap("vector_info", vec._vector_info)
     policy.act = tm.wrap("policy", policy.act)
     sampler._emit = tm.wrap("sampler_emit", sampler._emit)
-    orig_write = core_mod.write_observation
+    orig_write, orig_emit_records = core_mod.write_observation, sampler_mod.emit_records
+    sampler_mod.emit_records = tm.wrap("emit_records", orig_emit_records)
     orig_eval = HostTrainer.evaluate
 
     def eval_kind(self, data, split="val", max_batches=None, out=None):
@@ -151,17 +153,17 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
         reset_hub()                              # flush the telemetry buffers: part of its cost
         flush_ms = (time.perf_counter() - t0) * 1e3
     finally:
-        core_mod.write_observation = orig_write
+        core_mod.write_observation, sampler_mod.emit_records = orig_write, orig_emit_records
         HostTrainer.evaluate = orig_eval
         reset_hub()
     rows_written = {et: read_events(run_dir, et).num_rows for et in available_events(run_dir)}
     shutil.rmtree(run_dir, ignore_errors=True)
     ms = tm.ms
     train, val, cf, test = ms["train_batch"], ms["val_eval"], ms["counterfactual"], ms["test_eval"]
-    telemetry = ms["_emit_step"] + ms["_emit_episode"] + ms["sampler_emit"] + flush_ms
+    telemetry = ms["_step_records"] + ms["emit_records"] + ms["sampler_emit"] + flush_ms
     signals = ms["tracker_update"] + ms["write_observation"]
     governor = ms["governor_judge"] + ms["governor_snapshot"] + ms["governor_rollback"] + ms["eval_rollback"]
-    finish_nested = (ms["_emit_step"] + ms["_emit_episode"] + ms["tracker_update"] + ms["write_observation"]
+    finish_nested = (ms["_step_records"] + ms["tracker_update"] + ms["write_observation"]
                      + ms["governor_judge"] + ms["governor_rollback"] + ms["eval_rollback"])
     vector_other = ms["vec_step"] - (ms["begin_step"] + train + ms["evaluate"] + ms["device_stats"]
                                      + ms["finish_step"] + ms["reset"])
@@ -173,7 +175,7 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
         "finish_other": ms["finish_step"] - finish_nested,
         "evaluate_other": ms["evaluate"] - (val + cf + test),
         "device_stats": ms["device_stats"], "vector_other": vector_other,
-        "sampler_other": total_ms - (ms["vec_step"] + ms["policy"] + ms["sampler_emit"]),
+        "sampler_other": total_ms - (ms["vec_step"] + ms["policy"] + ms["sampler_emit"] + ms["emit_records"]),
     }
     comps = {k: v / T for k, v in comps.items()}
     overhead = step_ms - comps["train"] - comps["val_eval"]
@@ -182,7 +184,7 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
         "figure": "step_components", "unit": "ms per env step", "policy": "heuristic", "steps": T,
         "step_ms": r3(step_ms), **{k: r3(v) for k, v in comps.items()},
         "signals_plus_policy": r3(comps["signals"] + comps["policy_decision"]),
-        "telemetry_env_rows": r3((ms["_emit_step"] + ms["_emit_episode"]) / T),
+        "telemetry_env_rows": r3((ms["_step_records"] + ms["emit_records"]) / T),
         "telemetry_sampler_rows": r3(ms["sampler_emit"] / T),
         "vector_info_ms": r3(ms["vector_info"] / T),
         "overhead_frac": r3(overhead / step_ms),
@@ -201,7 +203,7 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
 # ------------------------------------------------------------------------------------------ throughput
 def bench_single_env(cfg: RunConfig, ctx, seed: int, steps: int) -> dict:
     env = MorphogeneticEnv(ctx)
-    policy = make_policy("heuristic", ctx, cfg.tamiyo)
+    policy = ctx.make_policy("heuristic", cfg.tamiyo)
     policy.reset([0])
     obs, info = env.reset(seed=derive_seed(seed, 0, 0))
     resets = 0
@@ -220,7 +222,7 @@ def bench_single_env(cfg: RunConfig, ctx, seed: int, steps: int) -> dict:
 
 def bench_vector_env(cfg: RunConfig, ctx, seed: int, k: int, steps: int) -> dict:
     vec = VectorEnv(ctx, k, SequentialEpisodes(derive_seed(seed, 0), prefix="bench"))
-    sampler = Sampler(vec, make_policy("heuristic", ctx, cfg.tamiyo))
+    sampler = Sampler(vec, ctx.make_policy("heuristic", cfg.tamiyo))
     sampler.start()                               # the first resets are not timed
     t0 = time.perf_counter()
     _, episodes = sampler.sample(steps)
@@ -241,12 +243,12 @@ def bench_accuracy(cfg: RunConfig, ctx, seeds: list[int], episodes: int, num_env
             results += run_policy(cfg, ctx, policy, seed, episodes, num_envs, report)
     summary = {"figure": "accuracy_summary", "seeds": seeds, "episodes_per_seed": episodes}
     for policy in ("static", "heuristic"):
-        m, s = mean_std([r.summary.final_test_acc for r in results if r.policy == policy])
+        m, s = mean_std([r.summary.final_test_acc for r in results if r.policy == policy], ignore_nan=True)
         summary[f"{policy}_test_acc_mean"], summary[f"{policy}_test_acc_std"] = round(m, 5), round(s, 5)
     static = {(r.seed, r.summary.env_seed): r.summary.final_test_acc for r in results if r.policy == "static"}
     diffs = [r.summary.final_test_acc - static[(r.seed, r.summary.env_seed)] for r in results
              if r.policy == "heuristic"]
-    m, s = mean_std(diffs)
+    m, s = mean_std(diffs, ignore_nan=True)
     summary.update({"paired_diff_heuristic_minus_static_mean": round(m, 5),
                     "paired_diff_heuristic_minus_static_std": round(s, 5), "pairs": len(diffs),
                     "heuristic_wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),

@@ -25,8 +25,8 @@ import torch
 
 from esper.config import load_config
 from esper.kasmina import GradientCollector, KasminaConfig, build_model
-from esper.simic.context import make_context
-from esper.simic.vector_env import SequentialEpisodes, VectorEnv
+from esper.simic.environment.context import make_context
+from esper.simic.environment.vector_env import SequentialEpisodes, VectorEnv
 from esper.tolaria import TrainingConfig
 from esper.tolaria.training import HostTrainer
 

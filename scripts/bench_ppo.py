@@ -22,13 +22,12 @@ import torch
 
 from esper.config import load_config
 from esper.kasmina import KasminaConfig
-from esper.leyline import ActionSpace
-from esper.simic.agent import make_network
+from esper.tamiyo.agent import make_network
 from esper.simic.config import PPOConfig
-from esper.simic.context import schema_for
-from esper.simic.ppo import PPOLearner
-from esper.simic.rollout import TrajectoryBatch
-from esper.simic.trainer import InProcessTrainer
+from esper.kasmina import schema_and_space
+from esper.simic.learning.ppo import PPOLearner
+from esper.simic.learning.rollout import TrajectoryBatch
+from esper.simic.learning.trainer import InProcessTrainer
 from esper.tamiyo import TamiyoConfig
 
 QUICK = ["tolaria.data.train_size=256", "tolaria.data.val_size=128", "tolaria.data.test_size=128",
@@ -50,8 +49,7 @@ def synthetic_batch(T: int, K: int, D: int, A: int, rng: np.random.Generator, ep
 
 
 def bench_learner(T: int, K: int, repeats: int, device: str) -> list[dict]:
-    schema = schema_for(KasminaConfig())
-    space = ActionSpace(len(KasminaConfig().slots), KasminaConfig().blueprints)
+    schema, space = schema_and_space(KasminaConfig())
     cfg = PPOConfig()
     torch.manual_seed(0)
     learner = PPOLearner(make_network(schema, space, TamiyoConfig().network.hidden), cfg, schema, space,
@@ -88,8 +86,8 @@ def bench_learner(T: int, K: int, repeats: int, device: str) -> list[dict]:
 def bench_trainer(quick: bool, num_envs: int, steps: int, iterations: int) -> dict:
     cfg = load_config(None, (QUICK if quick else []) + ["tolaria.training.device=cpu", "simic.ppo.device=cpu"])
     t0 = time.perf_counter()
-    trainer = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo,
-                               seed=0, num_envs=num_envs, steps_per_sample=steps, policy="ppo", device="cpu")
+    trainer = InProcessTrainer.from_config(cfg, seed=0, num_envs=num_envs, steps_per_sample=steps, policy="ppo",
+                                           device="cpu")
     setup = time.perf_counter() - t0
     sample_s = update_s = 0.0
     episodes = 0

@@ -31,10 +31,9 @@ def emit(**kw) -> None:
 
 
 def in_process(cfg, envs: int, steps: int, updates: int) -> float:
-    from esper.simic.trainer import InProcessTrainer
+    from esper.simic.learning.trainer import InProcessTrainer
 
-    tr = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo,
-                          seed=cfg.seed, num_envs=envs, steps_per_sample=steps)
+    tr = InProcessTrainer.from_config(cfg, num_envs=envs, steps_per_sample=steps, policy="ppo")
     tr.iterate()                                      # warm-up (first episode reset, allocations)
     start = time.perf_counter()
     for _ in range(updates):

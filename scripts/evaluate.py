@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -31,17 +30,17 @@ import numpy as np
 import torch
 
 from esper.config import RunConfig, config_to_dict, load_config
+from esper.stats import paired as compare
 from esper.kasmina import build_host
 from esper.leyline import EpisodeSummary
 from esper.nissa import TelemetryConfig, reset_hub
-from esper.simic.context import EnvContext, make_context
-from esper.simic.iql import IQL, export_pretrained, load_transitions
-from esper.simic.policies import make_policy
-from esper.simic.pretrained import load_initial_policy
-from esper.simic.sampler import Sampler
-from esper.simic.telemetry import configure_run_telemetry
-from esper.simic.trainer import InProcessTrainer
-from esper.simic.vector_env import VectorEnv
+from esper.simic.environment.context import EnvContext, make_context
+from esper.simic.learning.iql import IQL, export_pretrained, load_transitions
+from esper.simic.learning.pretrained import load_initial_policy
+from esper.simic.learning.sampler import Sampler
+from esper.nissa import configure_run_telemetry
+from esper.simic.learning.trainer import InProcessTrainer
+from esper.simic.environment.vector_env import VectorEnv
 from esper.tamiyo import ScheduledPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +74,7 @@ def run_episodes(ctx: EnvContext, policy, seeds: list[int]) -> list[EpisodeSumma
 
 
 def train_ppo(cfg: RunConfig, ctx: EnvContext, updates: int, envs: int, init_from: str | None, label: str):
-    tr = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo, seed=cfg.seed,
-                          num_envs=envs, steps_per_sample=ctx.max_epochs, ctx=ctx)
+    tr = InProcessTrainer.from_config(cfg, num_envs=envs, steps_per_sample=ctx.max_epochs, policy="ppo", ctx=ctx)
     if init_from:
         load_initial_policy(tr.learner, init_from, ctx.schema, ctx.space)
         tr.policy.load_weights(tr.learner.weights())
@@ -99,8 +97,8 @@ def pretrain_iql(cfg: RunConfig, ctx: EnvContext, rounds: int, envs: int, out: s
     """Heuristic episodes -> transition telemetry -> IQL -> a checkpoint for load_initial_policy."""
     data_dir = os.path.join(workdir, "heuristic-data")
     configure_run_telemetry(data_dir, TelemetryConfig(console=False), "evaluate", ctx.schema, ctx.space)
-    tr = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo,
-                          seed=cfg.seed + 1, num_envs=envs, steps_per_sample=ctx.max_epochs, policy="heuristic", ctx=ctx)
+    tr = InProcessTrainer.from_config(cfg, seed=cfg.seed + 1, num_envs=envs, steps_per_sample=ctx.max_epochs,
+                                      policy="heuristic", ctx=ctx)
     for _ in range(rounds):
         tr.iterate()
     reset_hub()                                   # flush the transitions
@@ -141,11 +139,7 @@ def summarise(name: str, eps: list[EpisodeSummary]) -> dict:
 
 
 def paired(a: dict, b: dict) -> dict:
-    d = np.array(a["per_seed"]) - np.array(b["per_seed"])
-    sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
-    t = float(d.mean() / (sd / math.sqrt(len(d)))) if sd and sd > 0 else float("nan")
-    return {"a": a["controller"], "b": b["controller"], "diff_mean": float(d.mean()), "diff_std": sd, "t": t,
-            "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "losses": int((d < 0).sum())}
+    return compare(a["per_seed"], b["per_seed"], a=a["controller"], b=b["controller"]).to_dict()
 
 
 def write_results(out_md: Path, rows: list[dict], pairs: list[dict], histories: dict, iql: dict | None,
@@ -230,10 +224,10 @@ def main() -> int:
     started = time.perf_counter()
     ctx = make_context(cfg.kasmina, cfg.tolaria, cfg.simic.env, cfg.simic.ppo.gamma)
     results: dict[str, list[EpisodeSummary]] = {}
-    baselines = {"static": make_policy("static", ctx, cfg.tamiyo),
+    baselines = {"static": ctx.make_policy("static", cfg.tamiyo),
                  "schedule": ScheduledPolicy(ctx.space, 1, 1, "conv_enhance", ctx.max_epochs,
                                              ctx.schema.index("epoch_frac")),
-                 "heuristic": make_policy("heuristic", ctx, cfg.tamiyo)}
+                 "heuristic": ctx.make_policy("heuristic", cfg.tamiyo)}
     for name, policy in baselines.items():
         results[name] = run_episodes(ctx, policy, seeds)
         log(f"{name}: test {np.mean([e.final_test_acc for e in results[name]]):.3f}")
@@ -248,7 +242,7 @@ def main() -> int:
     grown = max(np.mean([e.params_added for e in results[k]]) for k in ("heuristic", "ppo", "ppo-iql", "schedule"))
     wide_cfg, wide_params = widened(cfg, results["static"][0].params_host + grown)
     wide_ctx = make_context(wide_cfg.kasmina, wide_cfg.tolaria, wide_cfg.simic.env, wide_cfg.simic.ppo.gamma)
-    results["static-wide"] = run_episodes(wide_ctx, make_policy("static", wide_ctx, wide_cfg.tamiyo), seeds)
+    results["static-wide"] = run_episodes(wide_ctx, wide_ctx.make_policy("static", wide_cfg.tamiyo), seeds)
     order = ["static", "static-wide", "schedule", "heuristic", "ppo", "ppo-iql"]
     rows = [summarise(n, results[n]) for n in order]
     by = {r["controller"]: r for r in rows}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -26,8 +25,9 @@ import torch
 from esper.config import RunConfig, load_config
 from esper.leyline import EpisodeSummary
 from esper.simic import EnvContext, make_context
-from esper.simic.policies import POLICY_KINDS
-from esper.simic.trainer import InProcessTrainer
+from esper.tamiyo.policies import POLICY_KINDS
+from esper.simic.learning.trainer import InProcessTrainer
+from esper.stats import mean_std
 
 
 @dataclass
@@ -56,8 +56,8 @@ def run_policy(cfg: RunConfig, ctx: EnvContext, policy: str, seed: int, episodes
     All K envs run in lockstep and finish together every max_epochs steps; the first `episodes` in
     (episode number, env) order are kept, so they are the same env seeds whatever the policy."""
     k = max(1, min(num_envs, episodes))
-    trainer = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo,
-                               seed=seed, num_envs=k, steps_per_sample=ctx.max_epochs, policy=policy, ctx=ctx)
+    trainer = InProcessTrainer.from_config(cfg, seed=seed, num_envs=k, steps_per_sample=ctx.max_epochs, policy=policy,
+                                           ctx=ctx)
     out: list[EpisodeResult] = []
     while len(out) < episodes:
         t0 = time.perf_counter()
@@ -78,13 +78,6 @@ def _order(episode_id: str) -> tuple[int, int]:
     return int(n), int(env)
 
 
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    xs = [x for x in xs if not math.isnan(x)]
-    if not xs:
-        return float("nan"), float("nan")
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
 def print_episode(r: EpisodeResult, file=sys.stdout) -> None:
     s = r.summary
     print(f"{r.policy:<10} seed={r.seed:<3} {s.episode_id:<10} env_seed={s.env_seed:<20} "
@@ -98,8 +91,8 @@ def summary_table(results: list[EpisodeResult], policies: list[str]) -> list[dic
     rows = []
     for p in policies:
         rs = [r for r in results if r.policy == p]
-        test_m, test_s = mean_std([r.summary.final_test_acc for r in rs])
-        val_m, val_s = mean_std([r.summary.final_val_acc for r in rs])
+        test_m, test_s = mean_std([r.summary.final_test_acc for r in rs], ignore_nan=True)
+        val_m, val_s = mean_std([r.summary.final_val_acc for r in rs], ignore_nan=True)
         rows.append({"policy": p, "episodes": len(rs), "test_acc_mean": test_m, "test_acc_std": test_s,
                      "val_acc_mean": val_m, "val_acc_std": val_s,
                      "params_added_mean": statistics.fmean(r.summary.params_added for r in rs) if rs else 0.0,
@@ -111,7 +104,7 @@ def summary_table(results: list[EpisodeResult], policies: list[str]) -> list[dic
     for row in rows[1:]:
         diffs = [r.summary.final_test_acc - base[(r.seed, r.summary.env_seed)] for r in results
                  if r.policy == row["policy"] and (r.seed, r.summary.env_seed) in base]
-        m, s = mean_std(diffs)
+        m, s = mean_std(diffs, ignore_nan=True)
         row.update({f"paired_diff_vs_{policies[0]}_mean": m, f"paired_diff_vs_{policies[0]}_std": s,
                     "pairs": len(diffs)})
     return rows

@@ -8,18 +8,17 @@ import pytest
 import torch
 
 from esper.config import load_config
-from esper.leyline import ActionSpace
 from esper.leyline.schema import SchemaMismatchError
 from esper.nissa import TelemetryConfig, read_events, reset_hub
-from esper.simic.agent import PPOAgent, make_network
-from esper.simic.checkpoint import CheckpointError
+from esper.tamiyo.agent import PPOAgent, make_network
+from esper.simic.learning.checkpoint import CheckpointError
 from esper.simic.config import IQLConfig
-from esper.simic.context import schema_for
-from esper.simic.iql import IQL, OfflineData, export_pretrained, load_transitions, table_to_data
-from esper.simic.iql import main as iql_main
-from esper.simic.pretrained import load_initial_policy
-from esper.simic.telemetry import configure_run_telemetry
-from esper.simic.trainer import InProcessTrainer, make_learner
+from esper.kasmina import schema_and_space
+from esper.simic.learning.iql import IQL, OfflineData, export_pretrained, load_transitions, table_to_data
+from esper.pretrain import main as iql_main
+from esper.simic.learning.pretrained import load_initial_policy
+from esper.nissa import configure_run_telemetry
+from esper.simic.learning.trainer import InProcessTrainer, make_learner
 from esper.tamiyo.network import entropy, log_prob
 from launch_util import SMOKE, run
 
@@ -40,7 +39,7 @@ def _cfg(*extra: str):
 
 
 def _spaces(cfg):
-    return schema_for(cfg.kasmina), ActionSpace(len(cfg.kasmina.slots), cfg.kasmina.blueprints)
+    return schema_and_space(cfg.kasmina)
 
 
 # ---------------------------------------------------------------------------- loss math (synthetic)
@@ -140,9 +139,8 @@ def dataset(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("heuristic") / "run")
     cfg = _cfg()
     torch.manual_seed(0)
-    trainer = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo,
-                               seed=0, num_envs=ENVS, steps_per_sample=cfg.simic.env.max_epochs, policy="heuristic",
-                               device="cpu")
+    trainer = InProcessTrainer.from_config(cfg, seed=0, num_envs=ENVS, steps_per_sample=cfg.simic.env.max_epochs,
+                                           policy="heuristic", device="cpu")
     configure_run_telemetry(run_dir, TelemetryConfig(console=False), "gen", trainer.ctx.schema, trainer.ctx.space)
     try:
         for _ in range(ROUNDS):
@@ -259,7 +257,7 @@ def test_export_loads_into_ppo_and_the_agent_acts_like_the_iql_actor(trained, da
 
 
 def _batch(data: OfflineData):
-    from esper.simic.rollout import TrajectoryBatch
+    from esper.simic.learning.rollout import TrajectoryBatch
 
     T = 12
     n = len(data) // T * T
@@ -289,7 +287,7 @@ def test_fingerprint_and_shape_mismatches_are_clear_errors(trained, dataset, tmp
 
 
 def test_init_from_an_ordinary_ppo_checkpoint_takes_weights_only(dataset, tmp_path):
-    from esper.simic.checkpoint import save_checkpoint
+    from esper.simic.learning.checkpoint import save_checkpoint
 
     _, cfg = dataset
     schema, space = _spaces(cfg)
@@ -327,7 +325,7 @@ def test_cli_pretrains_and_launch_fine_tunes_from_it(dataset, tmp_path, capsys):
     assert read_events(str(fine), "learner").column("policy_version").to_pylist() == [1, 2]
 
     # The runners' first round acted with exactly the pretrained weights: their recorded behaviour
-    # log-probs (policy version 0) are what the exported network and normaliser give, not a fresh init's.
+    # log-probs (policy version 0) are what the exported network and normalizer give, not a fresh init's.
     schema, space = _spaces(cfg)
     t = read_events(str(fine), "transition").to_pydict()
     first = [i for i, v in enumerate(t["policy_version"]) if v == 0]

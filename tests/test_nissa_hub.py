@@ -16,11 +16,7 @@ from esper.nissa.hub import make_process_id
 TS = transition_schema(5, 3, "fp")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_hub():
-    reset_hub()
-    yield
-    reset_hub()
+pytestmark = pytest.mark.usefixtures("isolated_hub")
 
 
 class ListBackend:

@@ -21,11 +21,7 @@ from esper.nissa.export import main as export_main
 OBS = 6
 
 
-@pytest.fixture(autouse=True)
-def _isolated_hub():
-    reset_hub()
-    yield
-    reset_hub()
+pytestmark = pytest.mark.usefixtures("isolated_hub")
 
 
 @pytest.fixture

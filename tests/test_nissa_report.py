@@ -14,11 +14,7 @@ from esper.nissa.report import build_report
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_hub():
-    reset_hub()
-    yield
-    reset_hub()
+pytestmark = pytest.mark.usefixtures("isolated_hub")
 
 
 def make_run(run_dir: str, seed: int = 0) -> None:

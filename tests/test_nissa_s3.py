@@ -8,9 +8,8 @@ import pyarrow.fs as pafs
 import pytest
 
 from esper.leyline.events import transition_schema
-from esper.nissa import (
-    TelemetryConfig, configure_hub, is_node_local, read_bytes, read_events, reset_hub, resolve_fs, write_bytes_atomic,
-)
+from esper.nissa import TelemetryConfig, configure_hub, read_events, reset_hub
+from esper.storage import is_node_local, read_bytes, resolve_fs, write_bytes_atomic
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -40,11 +39,7 @@ def bucket_uri():
                 os.environ[k] = v
 
 
-@pytest.fixture(autouse=True)
-def _isolated_hub():
-    reset_hub()
-    yield
-    reset_hub()
+pytestmark = pytest.mark.usefixtures("isolated_hub")
 
 
 def keys(uri: str) -> list[str]:

@@ -6,7 +6,7 @@ import os
 import pyarrow.fs as pafs
 import pytest
 
-from esper.nissa.storage import is_node_local, list_files, read_bytes, resolve_fs, write_bytes_atomic
+from esper.storage import is_node_local, list_files, read_bytes, resolve_fs, write_bytes_atomic
 
 
 def test_resolve_fs_local_paths_are_absolute(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""PPO for Tamiyo: masked distributions, normaliser, GAE, learning on a stand-in task, the in-process
+"""PPO for Tamiyo: masked distributions, normalizer, GAE, learning on a stand-in task, the in-process
 trainer on the built-in task, the exact on-policy ratio, checkpoints and weight loading.
 
 Everything runs on CPU, seeded. Run with OMP_NUM_THREADS=1 on small machines.
@@ -6,6 +6,7 @@ Everything runs on CPU, seeded. Run with OMP_NUM_THREADS=1 on small machines.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,25 +16,25 @@ import numpy as np
 import pytest
 import torch
 
-import esper.simic.ppo as ppo_module
+import esper.simic.learning.ppo as ppo_module
 from esper.config import load_config
 from esper.kasmina import KasminaConfig
 from esper.leyline import (ADVANCEABLE_STAGES, BLUEPRINT_IDS, Action, ActionKind, ActionSpace, SchemaMismatchError,
                            SeedStage, TensorSchema)
-from esper.simic.agent import PPOAgent, make_network
-from esper.simic.checkpoint import (CheckpointError, latest_version, load_checkpoint, reserve_versions,
+from esper.tamiyo.agent import PPOAgent, make_network
+from esper.simic.learning.checkpoint import (CheckpointError, latest_version, load_checkpoint, reserve_versions,
                                     reserved_version, save_checkpoint)
 from esper.simic.config import PPOConfig
-from esper.simic.context import schema_for
-from esper.simic.normalizer import RunningMeanStd
-from esper.simic.ppo import PPOLearner
-from esper.simic.rollout import TrajectoryBatch, compute_gae
-from esper.simic.trainer import InProcessTrainer
+from esper.kasmina import schema_and_space
+from esper.tamiyo.normalizer import RunningMeanStd
+from esper.simic.learning.ppo import PPOLearner
+from esper.simic.learning.rollout import TrajectoryBatch, compute_gae
+from esper.simic.learning.trainer import InProcessTrainer
 from esper.tamiyo import action_mask
 from esper.tamiyo.network import entropy, log_prob, masked_logits, sample
 
 CPU = torch.device("cpu")
-SCHEMA = schema_for(KasminaConfig())
+SCHEMA = schema_and_space(KasminaConfig())[0]
 SPACE = ActionSpace(3, BLUEPRINT_IDS)
 HIDDEN = (128, 128)
 
@@ -144,7 +145,7 @@ def test_masked_sampling_never_illegal_and_zero_probability():
     for _ in range(200):
         a = sample(masked, g)
         assert bool(mask[torch.arange(256), a].all())
-    # log-probs of legal actions are finite and match the renormalised distribution
+    # log-probs of legal actions are finite and match the renormalized distribution
     legal_a = torch.multinomial(mask.float(), 1, generator=g).squeeze(-1)
     lp = log_prob(masked, legal_a)
     assert torch.isfinite(lp).all()
@@ -178,7 +179,7 @@ def test_network_masks_illegal_actions():
     assert values.shape == (64,) and torch.isfinite(values).all()
 
 
-# ---------------------------------------------------------------------------------- 2. normaliser
+# ---------------------------------------------------------------------------------- 2. normalizer
 def _devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -312,8 +313,7 @@ def test_in_process_trainer_on_builtin_task(monkeypatch):
         "kasmina.lifecycle.min_training_epochs=1", "kasmina.lifecycle.blend_steps=2",
         "kasmina.lifecycle.shadow_steps=1", "kasmina.lifecycle.probation_steps=1", "simic.env.max_epochs=8",
     ])
-    trainer = InProcessTrainer(kasmina=cfg.kasmina, tolaria=cfg.tolaria, simic=cfg.simic, tamiyo=cfg.tamiyo,
-                               seed=0, num_envs=2, steps_per_sample=8, policy="ppo", device="cpu")
+    trainer = InProcessTrainer.from_config(cfg, seed=0, num_envs=2, steps_per_sample=8, policy="ppo", device="cpu")
     learner, agent = trainer.learner, trainer.policy
     assert learner.space.describe() == SPACE.describe() and learner.schema.fingerprint == SCHEMA.fingerprint
     assert_synced(agent, learner)
@@ -389,7 +389,7 @@ def first_ratio(r: SimpleNamespace) -> torch.Tensor:
 def test_on_policy_ratio_is_exactly_one_before_first_step(K, T, minibatches, monkeypatch):
     learner, agent = make_pair(PPOConfig(minibatches=minibatches), seed=K + T)
     env = StageTask(K, seed=K)
-    for _ in range(2):                                   # non-trivial normaliser and weights, version > 0
+    for _ in range(2):                                   # non-trivial normalizer and weights, version > 0
         learner.update([collect(agent, env, T)])
         agent.load_weights(learner.weights())
     batch = collect(agent, env, T)
@@ -516,10 +516,10 @@ def test_agent_load_weights_rejects_other_schema_or_space():
     agent.load_weights(learner.weights())
     assert agent.version == 1
     weights = learner.weights()
-    bad_schema = dict(weights, schema_fingerprint=TensorSchema(max_slots=2).fingerprint)
+    bad_schema = dataclasses.replace(weights, schema_fingerprint=TensorSchema(max_slots=2).fingerprint)
     with pytest.raises(SchemaMismatchError):
         agent.load_weights(bad_schema)                   # same version as the agent's: still checked
-    bad_space = dict(weights, action_space=ActionSpace(2, BLUEPRINT_IDS).describe())
+    bad_space = dataclasses.replace(weights, action_space=ActionSpace(2, BLUEPRINT_IDS).describe())
     with pytest.raises(ValueError, match="action space"):
         agent.load_weights(bad_space)
     fresh = PPOAgent(make_network(SCHEMA, SPACE, HIDDEN), SCHEMA, SPACE, CPU)

@@ -28,8 +28,8 @@ from esper.simic import (
     derive_seed,
     make_context,
 )
-from esper.simic.rewards import FOSSIL_POTENTIAL, STAGE_POTENTIAL, compute_reward, potential
-from esper.simic.trainer import InProcessTrainer
+from esper.simic.environment.rewards import FOSSIL_POTENTIAL, STAGE_POTENTIAL, compute_reward, potential
+from esper.simic.learning.trainer import InProcessTrainer
 from esper.tamiyo import TamiyoConfig
 from esper.tolaria import DataConfig, TolariaConfig, load_splits, summarise
 
@@ -397,21 +397,21 @@ def test_vector_env_equals_separate_envs_across_autoreset(ctx):
         masks = vec.action_masks()
         assert np.array_equal(masks, np.stack([e.action_masks() for e in singles]))
         actions = np.array([lifecycle_policy(rngs[k], masks[k], ctx) for k in range(n)])
-        v_obs, v_r, v_term, v_trunc, _ = vec.step(actions)
+        v_obs, v_r, v_term, v_trunc, vinfos = vec.step(actions)
         for k, env in enumerate(singles):
             obs, r, term, trunc, info = env.step(int(actions[k]))
-            vinfo = vec.env_infos[k]
             assert r == v_r[k] and term == v_term[k] and trunc == v_trunc[k]
-            assert vinfo["reward_components"] == info["reward_components"]
+            v_components = {name: vinfos["reward_components"][name][k] for name in info["reward_components"]}
+            assert v_components == info["reward_components"]
             stages_seen.update(s.stage for s in env.core.model.slots)
             if term:
-                assert np.array_equal(vinfo["final_obs"], obs)
+                assert np.array_equal(vinfos["final_obs"][k], obs)
                 s_summaries.append(info["episode"])
-                v_summaries.append(vinfo["final_info"]["episode"])
+                v_summaries.append(vinfos["final_info"]["episode"][k])
                 seq = t // MAX_EPOCHS + 1
                 obs, info = env.reset(seed=derive_seed(base_seed, k, seq), options={"episode_id": f"e{k}-{seq}"})
-                assert vinfo["episode_id"] == f"e{k}-{seq}"
-                assert np.array_equal(vinfo["action_mask"], info["action_mask"])
+                assert vinfos["episode_id"][k] == f"e{k}-{seq}"
+                assert np.array_equal(vinfos["action_mask"][k], info["action_mask"])
             assert np.array_equal(v_obs[k], obs), f"env {k} differs at step {t}"
     assert v_summaries == s_summaries and len(v_summaries) == n
     assert len({s.env_seed for s in v_summaries}) == n
@@ -419,8 +419,6 @@ def test_vector_env_equals_separate_envs_across_autoreset(ctx):
 
 
 def test_in_process_trainer_pairs_heuristic_and_static_on_the_same_env_seeds(ctx):
-    from esper.simic.policies import make_policy
-
     results = {}
     for policy in ("heuristic", "static"):
         tr = InProcessTrainer(kasmina=ctx.kasmina, tolaria=ctx.tolaria, simic=SimicConfig(env=ctx.env),
@@ -434,7 +432,7 @@ def test_in_process_trainer_pairs_heuristic_and_static_on_the_same_env_seeds(ctx
     for e in results["static"]:
         assert e.actions == {"WAIT": MAX_EPOCHS} and e.seeds_germinated == 0 and e.params_added == 0
     with pytest.raises(ValueError, match="unknown policy"):
-        make_policy("random", ctx, TamiyoConfig())
+        ctx.make_policy("random", TamiyoConfig())
 
 
 def test_heuristic_drives_an_episode_with_legal_decisions(splits):

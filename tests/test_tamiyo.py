@@ -436,7 +436,7 @@ def test_static_policy_always_waits():
 
 
 def test_policy_protocol():
-    from esper.simic.agent import PPOAgent, make_network
+    from esper.tamiyo.agent import PPOAgent, make_network
 
     agent = PPOAgent(make_network(SCHEMA, SPACE, [16]), SCHEMA, SPACE, torch.device("cpu"), seed=0)
     for p in (heuristic(), StaticPolicy(), agent):

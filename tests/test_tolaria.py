@@ -194,14 +194,14 @@ def test_image_folder_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ loader
-def test_device_data_normalises_with_train_stats(splits, data):
-    x = data.normalise(data.train_x)
+def test_device_data_normalizes_with_train_stats(splits, data):
+    x = data.normalize(data.train_x)
     assert x.dtype == torch.float32 and x.shape == splits.train_x.shape
     assert x.mean((0, 2, 3)).abs().max() < 1e-4
     assert (x.std((0, 2, 3)) - 1).abs().max() < 1e-3
     expected = (splits.val_x[:2].float() / 255 - torch.tensor(splits.mean).view(1, 3, 1, 1)) \
         / torch.tensor(splits.std).view(1, 3, 1, 1)
-    assert torch.allclose(data.normalise(data.val_x[:2]), expected, atol=1e-6)
+    assert torch.allclose(data.normalize(data.val_x[:2]), expected, atol=1e-6)
     assert data.train_x.dtype == torch.uint8                # stays uint8 on the device
 
 
@@ -209,7 +209,7 @@ def test_eval_batches_cover_the_split_in_order(data):
     xs, ys = zip(*data.eval_batches("val", 10))
     assert [len(y) for y in ys] == [10, 10, 10, 2]
     assert torch.equal(torch.cat(ys), data.val_y)
-    assert torch.allclose(torch.cat(xs), data.normalise(data.val_x))
+    assert torch.allclose(torch.cat(xs), data.normalize(data.val_x))
     assert len(list(data.eval_batches("test", 10, max_batches=2))) == 2
 
 
@@ -234,7 +234,7 @@ def test_batch_stream_epoch_is_a_permutation(data):
     n = len(data.train_y)                                 # 96
     stream = BatchStream(data, 20, seed=0, augment=False)
     assert stream.batches_per_epoch == n // 20 == 4      # the last partial batch is dropped
-    train_rows = {row.numpy().tobytes(): i for i, row in enumerate(data.normalise(data.train_x))}
+    train_rows = {row.numpy().tobytes(): i for i, row in enumerate(data.normalize(data.train_x))}
     assert len(train_rows) == n
     for _epoch in range(2):
         seen = []
@@ -319,7 +319,7 @@ def test_evaluate_returns_sums_over_the_split(data):
     assert n == len(data.val_y) == 32
     model.eval()
     with torch.no_grad():
-        logits = model(data.normalise(data.val_x))
+        logits = model(data.normalize(data.val_x))
     assert loss_sum == pytest.approx(float(torch.nn.functional.cross_entropy(logits, data.val_y, reduction="sum")),
                                      rel=1e-5)
     assert correct == int((logits.argmax(1) == data.val_y).sum())

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from esper.leyline import BLUEPRINT_IDS
+from esper.leyline import BLUEPRINT_IDS, ActionSpace, TensorSchema
 
 
 class HostConfig(BaseModel):
@@ -24,7 +24,7 @@ class HostConfig(BaseModel):
 
 
 class LifecycleConfig(BaseModel):
-    """Durations and thresholds of the seed stages and gates G0–G5 (DESIGN.md stage table)."""
+    """Durations and thresholds of the seed stages and gates G0–G5 (docs/architecture.md, "The seed lifecycle")."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,3 +75,9 @@ class KasminaConfig(BaseModel):
             except UnknownBlueprintError as exc:   # a KeyError: pydantic would let it escape unreported
                 raise ValueError(str(exc)) from None
         return v
+
+
+def schema_and_space(cfg: KasminaConfig) -> tuple[TensorSchema, ActionSpace]:
+    """The observation layout and action space for these slots and blueprints: the one place both are built."""
+    return (TensorSchema(max_slots=len(cfg.slots), blueprint_ids=cfg.blueprints),
+            ActionSpace(len(cfg.slots), cfg.blueprints))

@@ -1,4 +1,4 @@
-"""Gradient isolation for TRAINING seeds (DESIGN.md, "Gradient isolation").
+"""Gradient isolation for TRAINING seeds (docs/architecture.md, "The seed lifecycle").
 
 The slot outputs a value exactly equal to the host activation h, while the seed output s receives
 the gradient that flows into the slot's output. s's values are never added, so even a NaN seed

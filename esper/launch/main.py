@@ -14,7 +14,7 @@ import secrets
 import sys
 
 from esper.config import ConfigError, RunConfig, dump_config, load_config
-from esper.nissa.storage import read_bytes, resolve_fs
+from esper.storage import read_bytes, resolve_fs
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,14 +10,12 @@ import ray
 import yaml
 
 from esper.config import RunConfig, config_to_dict
-from esper.leyline import ActionSpace
-from esper.nissa import reset_hub
-from esper.nissa.storage import read_bytes, resolve_fs, write_bytes_atomic
+from esper.kasmina import schema_and_space
+from esper.nissa import configure_run_telemetry, reset_hub
+from esper.storage import read_bytes, resolve_fs, write_bytes_atomic
 from esper.runtime.actors import start_learner, start_runner
 from esper.runtime.cluster import alive_nodes, check_shared_run_dir, connect, size_runners
 from esper.runtime.coordinator import Coordinator, RunState
-from esper.simic.context import schema_for
-from esper.simic.telemetry import configure_run_telemetry
 
 
 def _load_state(run_dir: str) -> RunState:
@@ -48,8 +46,7 @@ def start_run(cfg: RunConfig, *, run_dir: str, resume: bool = False, init_from: 
         state = _load_state(run_dir) if resume else RunState()
         if resume:
             state.incarnation += 1
-        schema = schema_for(cfg.kasmina)
-        space = ActionSpace(len(cfg.kasmina.slots), cfg.kasmina.blueprints)
+        schema, space = schema_and_space(cfg.kasmina)
         configure_run_telemetry(run_dir, cfg.nissa, "driver", schema, space)
         ppo = cfg.runtime.policy == "ppo"
         dash = ray.get_runtime_context().gcs_address if where == "cluster" else "local"

@@ -1,4 +1,4 @@
-"""Telemetry event types and their Arrow schemas (DESIGN.md, "Telemetry").
+"""Telemetry event types and their Arrow schemas (docs/architecture.md, "Telemetry").
 
 Every event row carries `time` (UTC) and `process` (who wrote it). Schemas are versioned: the
 version, the Leyline version and, for transitions, the observation fingerprint go into each

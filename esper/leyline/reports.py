@@ -46,9 +46,9 @@ class SeedEvent:
     gate: GateResult | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class EpisodeSummary:
-    """One finished host training run."""
+    """One finished host training run (built with keywords: the fields are many and their order is not a contract)."""
 
     episode_id: str
     attempt: int

@@ -1,4 +1,4 @@
-"""Seed lifecycle stages and the legal moves between them (DESIGN.md, "Seed lifecycle")."""
+"""Seed lifecycle stages and the legal moves between them (docs/architecture.md, "The seed lifecycle")."""
 from __future__ import annotations
 
 from enum import IntEnum

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from esper.nissa.backends import Backend, ConsoleBackend, FileBackend
 from esper.nissa.config import PROFILE_EVENTS, Profile, StorageConfig, TelemetryConfig
-from esper.nissa.hub import Hub, UnknownEventError, configure_hub, get_hub, make_process_id, reset_hub
+from esper.nissa.hub import (Hub, UnknownEventError, configure_hub, configure_run_telemetry, event_schemas, get_hub,
+                             make_process_id, reset_hub)
 from esper.nissa.reader import available_events, check_file_schema, event_dir, events_dataset, read_events
-from esper.nissa.storage import is_node_local, list_files, read_bytes, resolve_fs, write_bytes_atomic
 from esper.nissa.writer import EventWriter, UnknownFieldError
 
 
@@ -35,7 +35,6 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "PROFILE_EVENTS", "Backend", "ConsoleBackend", "DiagnosticTracker", "EventWriter", "FileBackend", "Hub",
     "Profile", "StorageConfig", "TelemetryConfig", "UnknownEventError", "UnknownFieldError", "available_events",
-    "check_file_schema", "configure_hub", "event_dir", "events_dataset", "export_parquet", "get_hub",
-    "is_node_local", "list_files", "make_process_id", "read_bytes", "read_events", "reset_hub", "resolve_fs",
-    "write_bytes_atomic",
+    "check_file_schema", "configure_hub", "configure_run_telemetry", "event_schemas", "event_dir", "events_dataset", "export_parquet", "get_hub",
+    "make_process_id", "read_events", "reset_hub",
 ]

@@ -17,7 +17,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from esper.kasmina.collector import layer_grad_norms
 from esper.nissa.config import TelemetryConfig
 
 MODEL_ROW = "(model)"  # the row holding whole-model figures: total gradient norm, sharpness, narrative
@@ -104,9 +103,8 @@ class DiagnosticTracker:
         if index is None:
             index = self._index_cache[key] = torch.tensor(idx, device=self._count.device)
         named = [self._named[i] for i in idx]
-        _, norms = layer_grad_norms(named)
-        norms = norms.float()
-        grads = [p.grad for _, p in named]
+        grads = [p.grad for _, p in named]           # every one set: the hook fired after accumulation
+        norms = torch.stack(torch._foreach_norm(grads)).float()
         l1 = torch.stack(torch._foreach_norm(grads, 1)).float()
         self._norm_sum.index_add_(0, index, norms)
         self._abs_sum.index_add_(0, index, l1 / self._numel[index])

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from esper.leyline.events import EVENT_TYPES
 from esper.nissa.reader import available_events, read_events
-from esper.nissa.storage import resolve_fs
+from esper.storage import resolve_fs
 
 
 def export_parquet(run_dir: str, out_dir: str, events: Sequence[str] | None = None) -> dict[str, str]:

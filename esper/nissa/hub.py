@@ -17,11 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 
-from esper.leyline.events import EVENT_SCHEMAS, EVENT_TYPES
+from esper.leyline import ActionSpace, TensorSchema
+from esper.leyline.events import EVENT_SCHEMAS, EVENT_TYPES, transition_schema
 from esper.nissa.backends import Backend, ConsoleBackend, FileBackend
 from esper.nissa.config import TelemetryConfig
-from esper.nissa.storage import resolve_fs
 from esper.nissa.writer import AUTO_FIELDS, UnknownFieldError
+from esper.storage import resolve_fs
 
 _Sink = Callable[[Mapping[str, Any]], None]  # bound to one event type
 
@@ -49,9 +50,7 @@ class Hub:
                  process_id: str | None = None) -> None:
         self.cfg, self.process, self.run_dir = cfg, process, run_dir
         self.process_id = process_id or make_process_id(process)
-        self.schemas: dict[str, pa.Schema] = dict(EVENT_SCHEMAS)
-        if transition_schema is not None:
-            self.schemas["transition"] = transition_schema
+        self.schemas = event_schemas(transition_schema)
         self.backends: list[Backend] = list(backends)
         self.closed = False
         self._lock = threading.RLock()
@@ -178,6 +177,14 @@ class Hub:
                 b.reset_after_fork(self.process_id)
 
 
+def event_schemas(transition_schema: pa.Schema | None = None) -> dict[str, pa.Schema]:
+    """Every event type's schema; `transition` only once a run's observation layout gives it one."""
+    schemas = dict(EVENT_SCHEMAS)
+    if transition_schema is not None:
+        schemas["transition"] = transition_schema
+    return schemas
+
+
 def _null_hub() -> Hub:
     return Hub(TelemetryConfig(profile="minimal", console=False), "unconfigured")
 
@@ -196,16 +203,21 @@ def configure_hub(run_dir: str | None, cfg: TelemetryConfig, process: str, *,
     backends: list[Backend] = []
     if run_dir is not None:
         fs, base = resolve_fs(run_dir)
-        schemas = dict(EVENT_SCHEMAS)
-        if transition_schema is not None:
-            schemas["transition"] = transition_schema
-        backends.append(FileBackend(fs, base, schemas, process, process_id, cfg.flush_rows, cfg.flush_seconds))
+        backends.append(FileBackend(fs, base, event_schemas(transition_schema), process, process_id, cfg.flush_rows,
+                                    cfg.flush_seconds))
     if cfg.console:
         backends.append(ConsoleBackend(process))
     hub = Hub(cfg, process, run_dir=run_dir, transition_schema=transition_schema, backends=backends,
               process_id=process_id)
     _hub, _configured = hub, True
     return hub
+
+
+def configure_run_telemetry(run_dir: str | None, cfg: TelemetryConfig, process: str, schema: TensorSchema,
+                            space: ActionSpace) -> Hub:
+    """This process's hub, with the transition schema for this run's observation layout and action space."""
+    return configure_hub(run_dir, cfg, process,
+                         transition_schema=transition_schema(schema.size, space.n, schema.fingerprint))
 
 
 def get_hub() -> Hub:

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 from esper.leyline.events import EVENT_SCHEMA_VERSION, EVENT_SCHEMAS, EVENT_TYPES, transition_schema
 from esper.leyline.schema import SchemaMismatchError
 from esper.leyline.version import IncompatibleVersionError, check_compatible
-from esper.nissa.storage import list_files, resolve_fs
+from esper.storage import list_files, resolve_fs
 
 
 def event_dir(run_dir: str, event_type: str) -> str:

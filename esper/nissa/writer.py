@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
 from esper.nissa.columns import CONVERSION_ERRORS, RowConverter, concat_chunks, fixed_rows, is_fixed, tuple_getter
-from esper.nissa.storage import write_bytes_atomic
+from esper.storage import write_bytes_atomic
 
 AUTO_FIELDS = ("time", "process")
 _time_ns = time.time_ns  # module-level so tests can inject a clock

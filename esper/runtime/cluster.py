@@ -5,8 +5,8 @@ import os
 
 import ray
 
-from esper.nissa.storage import is_node_local
-from esper.runtime.config import RuntimeConfig
+from esper.storage import is_node_local
+from esper.config.runtime import RuntimeConfig
 
 
 def connect(address: str | None, namespace: str, *, num_cpus: int | None = None,

@@ -1,4 +1,4 @@
-"""The coordinator: the driver's ray.wait-driven loop (DESIGN.md, "The distributed loop").
+"""The coordinator: the driver's ray.wait-driven loop (docs/architecture.md, "The distributed loop").
 
   sync   every runner samples with version v; the learner updates on all of them; v+1 goes out.
          Strictly on-policy: the PPO ratio is exactly 1 before the update's first gradient step.
@@ -25,10 +25,10 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from esper.config import RunConfig
 from esper.leyline import EpisodeSummary
 from esper.nissa import get_hub
-from esper.nissa.storage import resolve_fs, write_bytes_atomic
+from esper.nissa.records import emit_episode
+from esper.storage import resolve_fs, write_bytes_atomic
 from esper.runtime.progress import Progress
 from esper.runtime.runner import SampleInfo
-from esper.simic.core import emit_episode
 
 WAIT_S = 0.25          # how often the loop looks at the stop flag while waiting
 RESTART_TIMEOUT_S = 300.0

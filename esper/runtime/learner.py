@@ -16,14 +16,13 @@ import ray
 import torch
 
 from esper.config import RunConfig, config_to_dict
-from esper.leyline import ActionSpace
+from esper.kasmina import schema_and_space
+from esper.nissa import configure_run_telemetry
 from esper.runtime.metrics import LearnerMetrics
 from esper.runtime.runner import was_restarted
-from esper.simic.checkpoint import (latest_version, load_checkpoint, release_versions, reserve_versions,
+from esper.simic.learning.checkpoint import (latest_version, load_checkpoint, release_versions, reserve_versions,
                                     reserved_version, save_checkpoint)
-from esper.simic.context import schema_for
-from esper.simic.telemetry import configure_run_telemetry
-from esper.simic.trainer import make_learner
+from esper.simic.learning.trainer import make_learner
 
 
 class Learner:
@@ -32,8 +31,7 @@ class Learner:
         self.run_dir = run_dir
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
-        self.schema = schema_for(cfg.kasmina)
-        self.space = ActionSpace(len(cfg.kasmina.slots), cfg.kasmina.blueprints)
+        self.schema, self.space = schema_and_space(cfg.kasmina)
         self.hub = configure_run_telemetry(run_dir, cfg.nissa.model_copy(update={"console": False}), "learner",
                                            self.schema, self.space)
         self.ppo = make_learner(self.schema, self.space, cfg.simic, cfg.tamiyo, cfg.seed)
@@ -45,7 +43,7 @@ class Learner:
             self.extra = payload["extra"]
             self.restored_from = self.ppo.version
         elif init_from:
-            from esper.simic.pretrained import load_initial_policy
+            from esper.simic.learning.pretrained import load_initial_policy
 
             load_initial_policy(self.ppo, init_from, self.schema, self.space)
         # Anything up to the reserved mark may have been published before a crash: never reuse it.

@@ -19,12 +19,9 @@ import torch
 from esper.config import RunConfig
 from esper.leyline import EpisodeSummary
 from esper.runtime.metrics import RunnerMetrics
-from esper.simic.context import make_context
-from esper.simic.core import derive_seed
-from esper.simic.policies import make_policy
-from esper.simic.sampler import Sampler
-from esper.simic.telemetry import configure_run_telemetry
-from esper.simic.vector_env import SequentialEpisodes, VectorEnv
+from esper.nissa import configure_run_telemetry
+from esper.simic.environment import SequentialEpisodes, VectorEnv, derive_seed, make_context
+from esper.simic.learning.sampler import Sampler
 
 
 @dataclass
@@ -57,9 +54,7 @@ class EnvRunner:
                                            f"runner-{index}", self.ctx.schema, self.ctx.space)
         self.episodes = SequentialEpisodes(derive_seed(cfg.seed, 1000 + index, incarnation), prefix=f"i{incarnation}r{index}")
         self.vec = VectorEnv(self.ctx, cfg.runtime.envs_per_runner, self.episodes)
-        for core in self.vec.cores:
-            core.emit_episodes = False       # the coordinator logs the episodes it receives
-        self.policy = make_policy(cfg.runtime.policy, self.ctx, cfg.tamiyo, seed=derive_seed(cfg.seed, index, incarnation))
+        self.policy = self.ctx.make_policy(cfg.runtime.policy, cfg.tamiyo, seed=derive_seed(cfg.seed, index, incarnation))
         self.sampler = Sampler(self.vec, self.policy, runner=index, on_step=self._fault_point)
         self.metrics = RunnerMetrics(f"esper-runner-{index}")
         self.calls = 0

@@ -5,9 +5,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from esper.kasmina.config import LifecycleConfig
+
 
 class RewardConfig(BaseModel):
-    """One reward, its defaults in one place (DESIGN.md, "Reward"). Accuracies are fractions in [0, 1]."""
+    """One reward, its defaults in one place (docs/architecture.md, "The reward"). Accuracies are fractions in [0, 1]."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,3 +77,15 @@ class SimicConfig(BaseModel):
     env: EnvConfig = EnvConfig()
     ppo: PPOConfig = PPOConfig()
     iql: IQLConfig = IQLConfig()
+
+
+def check_episode_fits(lifecycle: LifecycleConfig, env: EnvConfig) -> None:
+    """An episode must be long enough for a seed to reach FOSSILIZED (the one check of episode length)."""
+    need = lifecycle.shortest_path_to_fossil()
+    if need > env.max_epochs:
+        raise ValueError(
+            f"simic.env.max_epochs={env.max_epochs} is shorter than the shortest path to FOSSILIZED "
+            f"({need} steps from kasmina.lifecycle: 1 germinate + {lifecycle.min_training_epochs} "
+            f"training + {lifecycle.blend_steps} blending + {lifecycle.shadow_steps} "
+            f"shadowing + {lifecycle.probation_steps} probation + 1 advance); raise max_epochs or "
+            f"shorten the lifecycle")

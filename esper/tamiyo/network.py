@@ -3,10 +3,12 @@
 Illegal actions get logit -inf, so their probability is exactly 0 under sampling and in every
 log-prob; entropy is taken over the legal actions only. The `FeatureExtractor` is the one
 observation encoder shared by PPO and offline IQL, so the two cannot read the layout differently.
+`PolicyWeights` is the typed record one version of the network travels as.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -21,7 +23,7 @@ def _layer(i: int, o: int, gain: float) -> nn.Linear:
 
 
 class FeatureExtractor(nn.Module):
-    """Normalised observation -> features: Linear + LayerNorm + tanh blocks."""
+    """Normalized observation -> features: Linear + LayerNorm + tanh blocks."""
 
     def __init__(self, obs_size: int, hidden: Sequence[int]) -> None:
         super().__init__()
@@ -75,3 +77,34 @@ def entropy(masked: torch.Tensor) -> torch.Tensor:
 
 def sample(masked: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     return torch.multinomial(torch.softmax(masked, -1), 1, generator=generator).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class PolicyWeights:
+    """One published policy version: what the learner broadcasts and every acting copy loads.
+
+    Plain CPU tensors, dicts and strings, so it crosses the Ray object store and `to_dict()` goes into
+    checkpoints that load with `weights_only=True`. `schema_fingerprint` and `action_space` say what
+    observation layout and action space the network was made for; loading checks both.
+    """
+
+    version: int
+    network: dict[str, torch.Tensor]
+    normalizer: dict[str, torch.Tensor]
+    schema_fingerprint: str
+    action_space: dict
+    hidden: tuple[int, ...]
+
+    @classmethod
+    def export(cls, network: ActorCritic, normalizer_state: dict[str, torch.Tensor], version: int,
+               schema_fingerprint: str, action_space: dict) -> "PolicyWeights":
+        return cls(int(version), {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+                   normalizer_state, schema_fingerprint, action_space, tuple(network.hidden))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PolicyWeights":
+        return cls(int(d["version"]), d["network"], d["normalizer"], d["schema_fingerprint"], d["action_space"],
+                   tuple(d["hidden"]))

@@ -1,5 +1,5 @@
 """The device-resident loader: data lives on the device as uint8; batches are sliced by a per-epoch
-permutation, normalised and augmented on the device. No worker processes, no host round trips.
+permutation, normalized and augmented on the device. No worker processes, no host round trips.
 
 One `DeviceData` is shared by every environment on a device; each environment owns a `BatchStream`
 with its own generator, so K environments in one process draw exactly what K separate ones would.
@@ -13,7 +13,7 @@ from esper.tolaria.datasets import Splits
 
 
 class DeviceData:
-    """The three splits on one device, plus normalisation constants."""
+    """The three splits on one device, plus normalization constants."""
 
     def __init__(self, splits: Splits, device: torch.device, *, channels_last: bool = False) -> None:
         self.device = device
@@ -26,19 +26,19 @@ class DeviceData:
         self.std = torch.tensor(splits.std, device=device).view(1, -1, 1, 1)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         x = (x_uint8.float().div_(255.0) - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
     def eval_batches(self, split: str, batch_size: int, max_batches: int | None = None):
-        """(x, y) pairs over a whole split in order, normalised, no augmentation."""
+        """(x, y) pairs over a whole split in order, normalized, no augmentation."""
         x_all, y_all = {"val": (self.val_x, self.val_y), "test": (self.test_x, self.test_y),
                         "train": (self.train_x, self.train_y)}[split]
         n = len(y_all)
         for b, start in enumerate(range(0, n, batch_size)):
             if max_batches is not None and b >= max_batches:
                 return
-            yield self.normalise(x_all[start:start + batch_size]), y_all[start:start + batch_size]
+            yield self.normalize(x_all[start:start + batch_size]), y_all[start:start + batch_size]
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -80,7 +80,7 @@ class BatchStream:
             self._cursor = 0
         idx = self._perm[self._cursor * self.batch_size:(self._cursor + 1) * self.batch_size]
         self._cursor += 1
-        x = self.data.normalise(self.data.train_x[idx])
+        x = self.data.normalize(self.data.train_x[idx])
         if self.augment:
             x = random_crop_flip(x, self.generator).contiguous(memory_format=self.data.memory_format)
         return x, self.data.train_y[idx]

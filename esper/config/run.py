@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from esper.kasmina.config import KasminaConfig
 from esper.nissa.config import StorageConfig, TelemetryConfig
-from esper.runtime.config import RuntimeConfig
-from esper.simic.config import SimicConfig
+from esper.config.runtime import RuntimeConfig
+from esper.simic.config import SimicConfig, check_episode_fits
 from esper.tamiyo.config import TamiyoConfig
 from esper.tolaria.config import TolariaConfig
 
-DEFAULT_CONFIG_PATH = Path(__file__).parent / "configs" / "default.yaml"
+DEFAULT_CONFIG_PATH = Path(__file__).parent.parent / "configs" / "default.yaml"
 
 
 class ConfigError(ValueError):
@@ -44,14 +44,7 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
-        need = self.kasmina.lifecycle.shortest_path_to_fossil()
-        if need > self.simic.env.max_epochs:
-            raise ValueError(
-                f"simic.env.max_epochs={self.simic.env.max_epochs} is shorter than the shortest path to FOSSILIZED "
-                f"({need} steps from kasmina.lifecycle: 1 germinate + {self.kasmina.lifecycle.min_training_epochs} "
-                f"training + {self.kasmina.lifecycle.blend_steps} blending + {self.kasmina.lifecycle.shadow_steps} "
-                f"shadowing + {self.kasmina.lifecycle.probation_steps} probation + 1 advance); raise max_epochs or "
-                f"shorten the lifecycle")
+        check_episode_fits(self.kasmina.lifecycle, self.simic.env)
         # Settings for blueprints outside kasmina.blueprints are allowed (unknown ids are refused by kasmina):
         # the defaults hold settings for every blueprint, so `--set kasmina.blueprints=[norm]` must work.
         return self

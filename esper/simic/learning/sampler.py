@@ -1,18 +1,22 @@
 """Sampler: drives a VectorEnv with a Policy for n steps and returns a TrajectoryBatch.
 
 The same code runs inside each Ray EnvRunner and in the in-process trainer, so their throughput
-compares like for like. It also writes the decision and transition telemetry (the offline dataset).
+compares like for like. It emits the envs' step, seed and diagnostic records tagged with the policy
+version, and the decision and transition telemetry (the offline dataset). Finished episodes are
+returned, tagged with the policy version, not emitted: whoever consumes them emits each once.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from esper.leyline import EpisodeSummary
 from esper.nissa import get_hub
-from esper.simic.rollout import TrajectoryBatch
-from esper.simic.vector_env import VectorEnv
+from esper.nissa.records import emit_records
+from esper.simic.learning.rollout import TrajectoryBatch
+from esper.simic.environment.vector_env import VectorEnv
 from esper.tamiyo import Policy
 
 
@@ -53,19 +57,18 @@ class Sampler:
             values[t] = [d.value for d in decisions]
             episode_ids.append([c.episode_id for c in vec.cores])
             keys = [(c.episode_id, c.attempt, c.epoch) for c in vec.cores]
-            for c in vec.cores:
-                c.policy_version, c.policy_name = version, self.policy.name
-            next_obs, r, term, trunc, _ = vec.step(actions[t])
+            next_obs, r, term, trunc, infos = vec.step(actions[t])
             self.env_steps += K
             rewards[t], dones[t] = r, term | trunc
-            infos = vec.env_infos
-            final_obs = np.stack([info.get("final_obs", next_obs[k]) for k, info in enumerate(infos)])
+            for records in infos["records"]:
+                emit_records(records, policy_version=version)
             next_masks = vec.action_masks()
             ended = [k for k in range(K) if dones[t, k]]
-            final_masks = next_masks.copy()
-            for k in ended:
-                final_masks[k] = infos[k]["final_info"]["action_mask"]
-                episodes.append(infos[k]["final_info"]["episode"])
+            final_obs, final_masks = next_obs.copy(), next_masks.copy()
+            for k in ended:         # the step's own last observation and mask, not the next episode's first
+                final_obs[k] = infos["final_obs"][k]
+                final_masks[k] = infos["final_info"]["action_mask"][k]
+                episodes.append(replace(infos["final_info"]["episode"][k], policy_version=version))
             self._emit(hub, t, keys, decisions, obs_buf[t], mask_buf[t], rewards[t], dones[t], final_obs,
                        final_masks, version)
             if ended:

@@ -11,7 +11,7 @@ import torch
 class TrajectoryBatch:
     """T steps of K envs under one policy version. `dones[t, k]`: the episode ended with step t."""
 
-    obs: np.ndarray            # (T, K, D) float32, raw (un-normalised)
+    obs: np.ndarray            # (T, K, D) float32, raw (un-normalized)
     actions: np.ndarray        # (T, K) int64
     masks: np.ndarray          # (T, K, A) bool
     log_probs: np.ndarray      # (T, K) float32, behaviour policy

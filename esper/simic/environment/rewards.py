@@ -1,4 +1,4 @@
-"""The reward (DESIGN.md, "Reward"): one function, its weights in RewardConfig, components reported apart.
+"""The reward (docs/architecture.md, "The reward"): one function, its weights in RewardConfig, components reported apart.
 
   acc_gain      w_acc   · (val_acc_t − val_acc_{t−1})               the whole model's progress
   contribution  w_contr · Σ contribution of seeds fossilized this step   credit for the seed's own effect,

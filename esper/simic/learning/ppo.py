@@ -1,18 +1,18 @@
 """PPO for Tamiyo, in the order it runs (after CleanRL's single-file PPO):
 
-  1. normalise observations with the normaliser the runners used (updated only after step 6)
+  1. normalize observations with the normalizer the runners used (updated only after step 6)
   2. values of every state and of the bootstrap state from the current critic
   3. GAE(λ) advantages and returns
   3b. on-policy rows (batch version == ours): recompute the behaviour log-probs with this network, in
      the first epoch's minibatches, so the first step's ratio is exactly 1 (see `_on_policy_logps`)
   4. for `epochs` passes over shuffled minibatches:
        ratio = exp(logπ(a|s) − logπ_behaviour(a|s))          (exactly 1 before the first step, on-policy)
-       policy loss  = mean max(−A·ratio, −A·clip(ratio, 1±ε))    (A normalised per minibatch)
+       policy loss  = mean max(−A·ratio, −A·clip(ratio, 1±ε))    (A normalized per minibatch)
        value loss   = ½ mean max((V−R)², (V_old + clip(V−V_old, ±ε_v) − R)²)
        loss = policy − c_ent·entropy + c_v·value;  clip grad norm;  Adam step
      stop early once the epoch's mean approx-KL exceeds target_kl
   5. report explained variance, approx KL, clip fraction, entropy, losses
-  6. update the observation normaliser; publish version + 1
+  6. update the observation normalizer; publish version + 1
 Learning rate and entropy coefficient anneal linearly over `total_updates`.
 """
 from __future__ import annotations
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from esper.leyline import ActionSpace, TensorSchema
-from esper.simic.agent import PolicyWeights, export_weights
+from esper.tamiyo.agent import PolicyWeights, export_weights
 from esper.simic.config import PPOConfig
-from esper.simic.normalizer import RunningMeanStd
-from esper.simic.rollout import TrajectoryBatch, compute_gae
+from esper.tamiyo.normalizer import RunningMeanStd
+from esper.simic.learning.rollout import TrajectoryBatch, compute_gae
 from esper.tamiyo.network import ActorCritic, entropy, log_prob
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UpdateStats:
     policy_version: int
     transitions: int
@@ -86,7 +86,7 @@ class PPOLearner:
              for name in ("obs", "actions", "masks", "log_probs", "rewards", "dones", "last_obs")}
         obs_raw = torch.cat([o.reshape(-1, o.shape[-1]) for o in t["obs"]])
 
-        # 1-3: normalise, values, GAE (per batch: each has its own time axis)
+        # 1-3: normalize, values, GAE (per batch: each has its own time axis)
         advs, rets, vals = [], [], []
         with torch.no_grad():
             for i in range(len(fresh)):
@@ -152,26 +152,29 @@ class PPOLearner:
             if cfg.target_kl is not None and float(kl_sum) / epoch_steps > cfg.target_kl:   # one sync per epoch
                 break
 
-        # 5-6: report, normaliser, new version
+        # 5-6: report, normalizer, new version
         var_ret = float(returns.var()) if n > 1 else 0.0
         explained = 1.0 - float((returns - old_values).var()) / var_ret if var_ret > 0 else float("nan")
         self.normalizer.update(obs_raw)
         self.version += 1
         self.updates_done += 1
         pg, vl, en, kl, cf = (sums / steps).tolist()
-        return UpdateStats(self.version, n, dropped, pg, vl, en, kl, cf, explained, lr, ent_coef, epochs_run,
-                           float(np.mean([lag for lag, k in zip(lags, keep) if k])), time.perf_counter() - start)
+        return UpdateStats(policy_version=self.version, transitions=n, dropped_stale=dropped, policy_loss=pg,
+                           value_loss=vl, entropy=en, approx_kl=kl, clip_fraction=cf, explained_variance=explained,
+                           learning_rate=lr, entropy_coef=ent_coef, epochs_run=epochs_run,
+                           mean_policy_lag=float(np.mean([lag for lag, k in zip(lags, keep) if k])),
+                           update_seconds=time.perf_counter() - start)
 
     @torch.no_grad()
     def _on_policy_logps(self, obs: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
                          on_policy: torch.Tensor, perm: torch.Tensor, mb_size: int) -> torch.Tensor:
         """Behaviour log-probs of on-policy rows, recomputed minibatch by minibatch in the first epoch's order.
 
-        Those rows were sampled from exactly this network and normaliser, so this changes nothing but
+        Those rows were sampled from exactly this network and normalizer, so this changes nothing but
         float rounding: a matmul's result depends on the batch size (CPU MKL included) and the device,
         so the runner's log-prob (K rows at a time) can differ in the last bit from the learner's (a
         minibatch). Recomputed with the same shapes as the first gradient step's forward, that step's
-        ratio is exactly 1 (DESIGN.md's sync-mode invariant). A row whose stored log-prob is not
+        ratio is exactly 1 (the sync-mode invariant, docs/architecture.md). A row whose stored log-prob is not
         within rounding of ours was not sampled from this policy after all and keeps its stored value.
         """
         out = old_logp.clone()

@@ -8,7 +8,8 @@ One episode = one host trained for `max_epochs` steps; one step = apply the acti
 `batches_per_step` batches (default one epoch), evaluate on validation. The action mask is in
 `info["action_mask"]` and `env.action_masks()`; an illegal action raises IllegalActionError.
 `action_space.sample()` draws among the legal actions, so random agents and Gymnasium's env
-checker exercise real transitions.
+checker exercise real transitions. Stepped by hand, it writes its own telemetry (step, seed,
+diagnostic and episode events) to the process's hub; it knows no policy, so `policy_version` is -1.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import numpy as np
 from gymnasium import spaces
 
 from esper.kasmina import KasminaConfig
+from esper.nissa.records import emit_episode, emit_records
 from esper.simic.config import EnvConfig
-from esper.simic.context import EnvContext, make_context
-from esper.simic.core import EnvCore
+from esper.simic.environment.context import EnvContext, make_context
+from esper.simic.environment.core import EnvCore
 from esper.tolaria import TolariaConfig
 
 
@@ -71,6 +73,9 @@ class MorphogeneticEnv(gym.Env):
         core.evaluate()
         stats = core.device_stats().cpu().numpy()           # the step's one synchronisation
         obs, reward, terminated, truncated, info = core.finish_step(stats)
+        emit_records(info["records"], policy_version=-1)
+        if "episode" in info:
+            emit_episode(info["episode"], policy="")
         self._done = terminated or truncated
         return obs, reward, terminated, truncated, info
 

@@ -5,7 +5,9 @@ batches and dispatches every env's batch (each on its own CUDA stream), so kerne
 K envs overlap; all data is one device-resident copy shared by the K envs; metrics stay on the
 device and the whole step synchronises once. Envs that finish reset at once (Gymnasium's
 SAME_STEP autoreset: the returned observation starts the new episode, the last one is in
-`infos["final_obs"]`). On CPU the same code runs without streams.
+`infos["final_obs"]`, its info in `infos["final_info"]`). Each env's telemetry rows come back in
+`infos["records"]` (an object array, one list per env) for the driver to emit. On CPU the same
+code runs without streams.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from esper.simic.context import EnvContext
-from esper.simic.core import EnvCore, derive_seed
+from esper.simic.environment.context import EnvContext
+from esper.simic.environment.core import EnvCore, derive_seed
 
 # (env_index) -> (episode_id, env_seed, attempt) for the next episode of that env
 EpisodeSource = Callable[[int], tuple[str, int, int]]
@@ -58,7 +60,6 @@ class VectorEnv(gym.vector.VectorEnv):
         on_cuda = ctx.device.type == "cuda"
         self.streams = [torch.cuda.Stream(ctx.device) if on_cuda else None for _ in range(num_envs)]
         self.obs = np.zeros((num_envs, ctx.schema.size), dtype=np.float32)
-        self.env_infos: list[dict] = [{} for _ in range(num_envs)]    # per-env info of the last step/reset
 
     def _stream(self, k: int):
         return torch.cuda.stream(self.streams[k]) if self.streams[k] is not None else nullcontext()
@@ -72,8 +73,8 @@ class VectorEnv(gym.vector.VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self.episodes = SequentialEpisodes(seed)
-        self.env_infos = [self._reset_env(k) for k in range(self.num_envs)]
-        return self.obs.copy(), self._vector_info(self.env_infos)
+        infos = [self._reset_env(k) for k in range(self.num_envs)]
+        return self.obs.copy(), self._vector_info(infos)
 
     def action_masks(self) -> np.ndarray:
         return np.stack([c.action_mask() for c in self.cores])
@@ -113,7 +114,6 @@ class VectorEnv(gym.vector.VectorEnv):
                 info["action_mask"] = reset_info["action_mask"]
                 info["episode_id"] = reset_info["episode_id"]
             infos.append(info)
-        self.env_infos = infos
         return self.obs.copy(), rewards, terminated, truncated, self._vector_info(infos)
 
     def _vector_info(self, infos: list[dict]) -> dict:

@@ -1,6 +1,6 @@
 """The diagnostics probe: every `nissa.diagnostics_every` steps (standard and research profiles), one
-extra forward/backward on a validation batch with a DiagnosticTracker attached, written as
-`diagnostic` events (per-layer gradient statistics and a one-line narrative).
+extra forward/backward on a validation batch with a DiagnosticTracker attached, returned as `diagnostic` rows (per-layer gradient
+statistics and a one-line narrative) for the env's driver to emit.
 
 It runs beside training, not inside it: the training step stays a single capturable graph with no
 hooks, and the probe's cost is one batch every N steps. The model is in eval mode (BatchNorm
@@ -16,10 +16,12 @@ from esper.nissa.diagnostics import DiagnosticTracker
 from esper.tolaria import DeviceData
 
 
-def diagnostic_probe(model: MorphogeneticModel, data: DeviceData, batch_size: int, key: dict, epoch: int) -> None:
+def diagnostic_probe(model: MorphogeneticModel, data: DeviceData, batch_size: int, key: dict,
+                     epoch: int) -> list[dict]:
+    """The probe's rows when this process's telemetry profile wants diagnostics at this epoch, else []."""
     hub = get_hub()
     if not hub.wants("diagnostic") or epoch % hub.cfg.diagnostics_every:
-        return
+        return []
     x, y = next(data.eval_batches("val", batch_size))
     was_training = model.training
     model.eval()
@@ -31,6 +33,5 @@ def diagnostic_probe(model: MorphogeneticModel, data: DeviceData, batch_size: in
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    for row in rows:
-        hub.emit("diagnostic", **key, epoch=epoch, **row)
+    return [{**key, "epoch": epoch, **row} for row in rows]
 

@@ -1,6 +1,6 @@
 """Checkpoints: one file per policy version plus a small `latest` pointer written last.
 
-    RUN_DIR/checkpoints/policy-v00000042.pt    learner state (network, optimizer, normaliser, RNG, version, config)
+    RUN_DIR/checkpoints/policy-v00000042.pt    learner state (network, optimizer, normalizer, RNG, version, config)
     RUN_DIR/checkpoints/latest.json             {"version": 42, "file": "policy-v00000042.pt"}
     RUN_DIR/checkpoints/versions.json           {"reserved": 100}: versions up to here may have been published
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from esper.leyline import LEYLINE_VERSION, ActionSpace, TensorSchema, check_compatible
-from esper.nissa.storage import read_bytes, resolve_fs, write_bytes_atomic
+from esper.storage import read_bytes, resolve_fs, write_bytes_atomic
 
 CHECKPOINT_FORMAT = 1
 RESERVE_BLOCK = 100
@@ -32,14 +32,22 @@ def _ckpt_dir(run_dir: str) -> tuple[Any, str]:
     return fs, f"{base}/checkpoints"
 
 
+def checkpoint_payload(learner_state: dict, *, schema: TensorSchema, space: ActionSpace, config: dict | None = None,
+                       extra: dict | None = None, **sections: Any) -> dict:
+    """What every checkpoint file holds (PPO's and IQL's exports alike): the format and compatibility
+    keys `load_checkpoint` checks, the learner state, config and extra as JSON, plus any `sections`."""
+    return {"format": CHECKPOINT_FORMAT, "leyline_version": LEYLINE_VERSION,
+            "schema_fingerprint": schema.fingerprint, "action_space": space.describe(),
+            "learner": learner_state, "config": json.dumps(config or {}), "extra": json.dumps(extra or {}),
+            **sections}
+
+
 def save_checkpoint(run_dir: str, learner_state: dict, *, schema: TensorSchema, space: ActionSpace,
                     config: dict | None = None, extra: dict | None = None) -> str:
     """Write the learner state for its version, then move the `latest` pointer. Returns the file path."""
     version = int(learner_state["version"])
-    payload = {"format": CHECKPOINT_FORMAT, "leyline_version": LEYLINE_VERSION,
-               "schema_fingerprint": schema.fingerprint, "action_space": space.describe(),
-               "learner": learner_state, "rng": {"torch": torch.get_rng_state()},
-               "config": json.dumps(config or {}), "extra": json.dumps(extra or {})}
+    payload = checkpoint_payload(learner_state, schema=schema, space=space, config=config, extra=extra,
+                                 rng={"torch": torch.get_rng_state()})
     buf = io.BytesIO()
     torch.save(payload, buf)
     fs, d = _ckpt_dir(run_dir)

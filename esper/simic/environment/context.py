@@ -5,9 +5,11 @@ from dataclasses import dataclass
 
 import torch
 
-from esper.kasmina import KasminaConfig, resolve_device
+from esper.kasmina import KasminaConfig, resolve_device, schema_and_space
 from esper.leyline import ActionSpace, TensorSchema
-from esper.simic.config import EnvConfig
+from esper.simic.config import EnvConfig, check_episode_fits
+from esper.tamiyo import Policy, TamiyoConfig
+from esper.tamiyo.policies import make_policy
 from esper.tolaria import DeviceData, Splits, TolariaConfig, load_splits
 
 
@@ -26,22 +28,16 @@ class EnvContext:
     def max_epochs(self) -> int:
         return self.env.max_epochs
 
-
-def check_episode_fits(kasmina: KasminaConfig, env: EnvConfig) -> None:
-    need = kasmina.lifecycle.shortest_path_to_fossil()
-    if need > env.max_epochs:
-        raise ValueError(f"simic.env.max_epochs={env.max_epochs} is shorter than the shortest path to FOSSILIZED "
-                         f"({need} steps under kasmina.lifecycle)")
-
-
-def schema_for(kasmina: KasminaConfig) -> TensorSchema:
-    return TensorSchema(max_slots=len(kasmina.slots), blueprint_ids=kasmina.blueprints)
+    def make_policy(self, kind: str, tamiyo: TamiyoConfig, seed: int = 0) -> Policy:
+        """A policy of `kind` for these envs (their layout, action space, lifecycle and episode length)."""
+        return make_policy(kind, self.schema, self.space, tamiyo, lifecycle=self.kasmina.lifecycle,
+                           max_epochs=self.max_epochs, device=self.device, seed=seed)
 
 
 def make_context(kasmina: KasminaConfig, tolaria: TolariaConfig, env: EnvConfig, gamma: float,
                  device: str | torch.device | None = None, splits: Splits | None = None) -> EnvContext:
     """Load the data once and put it on the device; every env built from this context shares it."""
-    check_episode_fits(kasmina, env)
+    check_episode_fits(kasmina.lifecycle, env)
     dev = resolve_device(str(device or tolaria.training.device))
     splits = splits if splits is not None else load_splits(tolaria.data)
     if splits.num_classes != kasmina.host.num_classes:
@@ -49,5 +45,4 @@ def make_context(kasmina: KasminaConfig, tolaria: TolariaConfig, env: EnvConfig,
                          f"{tolaria.data.dataset!r} has {splits.num_classes} classes")
     channels_last = tolaria.training.channels_last and dev.type == "cuda"
     data = DeviceData(splits, dev, channels_last=channels_last)
-    return EnvContext(kasmina, tolaria, env, gamma, dev, data, schema_for(kasmina),
-                      ActionSpace(len(kasmina.slots), kasmina.blueprints))
+    return EnvContext(kasmina, tolaria, env, gamma, dev, data, *schema_and_space(kasmina))

@@ -1,28 +1,28 @@
 """Start PPO from a pretrained policy: `python -m esper.launch --init-from CHECKPOINT`.
 
-The checkpoint is esper.simic.checkpoint's format (so the same leyline-version, schema-fingerprint
-and action-space checks apply): either an IQL export (`python -m esper.simic.iql`, `kind: "iql"`)
+The checkpoint is esper.simic.learning.checkpoint's format (so the same leyline-version, schema-fingerprint
+and action-space checks apply): either an IQL export (`python -m esper.simic.learning.iql`, `kind: "iql"`)
 or an ordinary PPO checkpoint (a `.pt` file or a run directory, whose `latest` is used). Only the
-ActorCritic weights and the observation normaliser are taken; the optimiser starts fresh and the
+ActorCritic weights and the observation normalizer are taken; the optimiser starts fresh and the
 policy version and update count stay 0, so the fine-tuning run is a new run that happens to start
 from these weights (`--resume` is the way to continue a run).
 """
 from __future__ import annotations
 
 from esper.leyline import ActionSpace, TensorSchema
-from esper.simic.checkpoint import CheckpointError, load_checkpoint
-from esper.simic.ppo import PPOLearner
+from esper.simic.learning.checkpoint import CheckpointError, load_checkpoint
+from esper.simic.learning.ppo import PPOLearner
 
 
 def load_initial_policy(ppo: PPOLearner, path: str, schema: TensorSchema, space: ActionSpace) -> dict:
-    """Load network + normaliser from `path` into a fresh PPOLearner. Returns the checkpoint's `extra`."""
+    """Load network + normalizer from `path` into a fresh PPOLearner. Returns the checkpoint's `extra`."""
     if ppo.version != 0 or ppo.updates_done != 0:
         raise CheckpointError(f"--init-from {path}: the learner is already at version {ppo.version}; "
                               f"a pretrained policy only initialises a fresh run")
     payload = load_checkpoint(path, schema=schema, space=space)     # format, leyline, fingerprint, action space
     state = payload.get("learner") or {}
     if "network" not in state or "normalizer" not in state:
-        raise CheckpointError(f"--init-from {path}: checkpoint holds no policy network and normaliser")
+        raise CheckpointError(f"--init-from {path}: checkpoint holds no policy network and normalizer")
     mine = ppo.network.state_dict()
     theirs = state["network"]
     if set(theirs) != set(mine) or any(theirs[k].shape != mine[k].shape for k in mine):

@@ -3,11 +3,16 @@
     begin_step(action)  apply the action, snapshot for the governor          (host)
     train_batch()       one batch of host training                           (device, no sync)
     evaluate()          validation, counterfactuals, test on the last step    (device, no sync)
-    device_stats()      every number the step produced, as one device tensor
+    device_stats()      every number the step produced, as one device tensor (laid out by StepStatsLayout)
     finish_step(stats)  after the caller's single sync: governor, gates, reward, observation
 
 `MorphogeneticEnv.step` runs the phases for one env; `VectorEnv.step` runs each phase across all
-envs before the next, with one synchronisation for all of them.
+envs before the next, with one synchronisation for all of them (docs/architecture.md, "One env step").
+
+The env knows no policy and writes no telemetry: `finish_step` returns its step, seed, rollback and
+diagnostic rows in `info["records"]` and the finished episode in `info["episode"]`; whoever drives
+the env (MorphogeneticEnv for a user stepping by hand, the Sampler for training) emits them through
+`esper.nissa.records`, tagged with what it knows (the policy).
 """
 from __future__ import annotations
 
@@ -19,12 +24,11 @@ import torch
 
 from esper.kasmina import GradientCollector, GradientHealth, build_model
 from esper.leyline import ActionKind, EpisodeSummary, GateResult, SeedEvent, SeedStage
-from esper.nissa import get_hub
-from esper.simic.context import EnvContext
-from esper.simic.governor import Governor
-from esper.simic.observation import write_observation
-from esper.simic.probe import diagnostic_probe
-from esper.simic.rewards import RewardBreakdown, compute_reward, potential
+from esper.simic.environment.context import EnvContext
+from esper.simic.environment.governor import Governor
+from esper.simic.environment.observation import write_observation
+from esper.simic.environment.probe import diagnostic_probe
+from esper.simic.environment.rewards import RewardBreakdown, compute_reward, potential
 from esper.tamiyo import SignalTracker, action_mask, describe_illegal
 from esper.tolaria import BatchStream, HostTrainer, counterfactual, summarise
 
@@ -34,6 +38,29 @@ MEASURED = (S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY)   # stages with
 
 class IllegalActionError(ValueError):
     pass
+
+
+class StepStatsLayout:
+    """Where each number sits in `EnvCore.device_stats()`: named slices, as TensorSchema names the observation.
+
+    Each (loss sum, correct, count) triple is what `tolaria.summarise` reads; the gradient statistics
+    at the end are the collector's own layout.
+    """
+
+    TRIPLE = 3
+
+    def __init__(self, n_slots: int) -> None:
+        t = self.TRIPLE
+        self.n_slots = n_slots
+        self.train = slice(0, t)
+        self.val = slice(t, 2 * t)
+        self.counterfactual = slice(2 * t, 2 * t + t * n_slots)        # one triple per slot, seed switched off
+        self.counterfactual_base = slice(self.counterfactual.stop, self.counterfactual.stop + t)
+        self.test = slice(self.counterfactual_base.stop, self.counterfactual_base.stop + t)
+        self.gradients = slice(self.test.stop, None)
+
+    def counterfactuals(self, stats: np.ndarray) -> np.ndarray:
+        return stats[self.counterfactual].reshape(self.n_slots, self.TRIPLE)
 
 
 def derive_seed(*parts: int) -> int:
@@ -52,9 +79,7 @@ class EnvCore:
         self.stream = BatchStream(ctx.data, ctx.tolaria.training.batch_size, 0, ctx.tolaria.data.augment)
         if self.batches_per_step is None:
             self.batches_per_step = self.stream.batches_per_epoch
-        self.policy_version = -1       # set by whoever drives the env (telemetry only)
-        self.policy_name = ""
-        self.emit_episodes = True      # the Ray runtime turns this off: its coordinator logs delivered episodes
+        self.layout = StepStatsLayout(self.n_slots)
         self.model = None
 
     # ------------------------------------------------------------------------------------ episode
@@ -166,13 +191,11 @@ class EnvCore:
 
     # ------------------------------------------------------------------------------------ finish
     def finish_step(self, stats: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        ctx, model, n = self.ctx, self.model, self.n_slots
-        train = stats[0:3]
-        val = stats[3:6]
-        cf = stats[6:6 + 3 * n].reshape(n, 3)
-        cf_base = stats[6 + 3 * n:9 + 3 * n]
-        test = stats[9 + 3 * n:12 + 3 * n]
-        self.health = health = self.collector.health(stats[12 + 3 * n:])
+        ctx, model, lay = self.ctx, self.model, self.layout
+        train, val, cf_base, test = stats[lay.train], stats[lay.val], stats[lay.counterfactual_base], stats[lay.test]
+        cf = lay.counterfactuals(stats)
+        self.health = health = self.collector.health(stats[lay.gradients])
+        records: list[tuple[str, dict]] = []
         train_loss, train_acc = summarise(train)
         val_loss, val_acc = summarise(val)
         base_acc = summarise(cf_base)[1] if ctx.tolaria.training.counterfactual_batches else val_acc
@@ -193,8 +216,9 @@ class EnvCore:
                 if self.epoch + 1 >= ctx.max_epochs:
                     test = self.trainer.evaluate(ctx.data, "test").cpu().numpy()
             self.trainer.sync_optimizers()
-            get_hub().emit("system", kind="rollback" if rolled_back else "governor_cull", actor=self.episode_id,
-                           detail=json.dumps({"epoch": self.epoch, "reason": verdict.reason, "culled": verdict.culprits}))
+            records.append(("system", {"kind": "rollback" if rolled_back else "governor_cull", "actor": self.episode_id,
+                                       "detail": json.dumps({"epoch": self.epoch, "reason": verdict.reason,
+                                                             "culled": verdict.culprits})}))
 
         for i, s in enumerate(model.slots):
             contribution = None
@@ -223,52 +247,44 @@ class EnvCore:
                 "epoch": self.epoch, "train_loss": sig.train_loss, "val_acc": sig.val_acc, "val_loss": sig.val_loss,
                 "reward_components": reward._asdict(), "rolled_back": rolled_back, "sanitized": sig.sanitized,
                 "seed_events": [e for e, _ in self.step_events]}
-        self._emit_step(sig, reward, rolled_back)
-        diagnostic_probe(model, ctx.data, ctx.tolaria.training.batch_size, self._key(), self.epoch)
+        records += self._step_records(sig, reward, rolled_back)
+        records += [("diagnostic", row) for row in
+                    diagnostic_probe(model, ctx.data, ctx.tolaria.training.batch_size, self._key(), self.epoch)]
+        info["records"] = records
         if terminal:
             self.final_test_acc = summarise(test)[1]
-            summary = self.summary()
-            info["episode"] = summary
-            self._emit_episode(summary)
+            info["episode"] = self.summary()
         return self.obs.copy(), float(reward.total), terminal, False, info
 
     def summary(self) -> EpisodeSummary:
+        """The episode so far; `policy_version` stays unset (-1): the env knows no policy, its driver tags it."""
         return EpisodeSummary(
-            self.episode_id, self.attempt, self.seed, self.epoch, self.episode_return, self.tracker.prev_val_acc,
-            self.final_test_acc, self.tracker.best_val_acc, self.germinated, self.fossilized, self.culled,
-            self.model.host_param_count, self.model.params_added(), self.rollbacks, self.policy_version,
-            dict(self.action_counts), self.env_index)
+            episode_id=self.episode_id, attempt=self.attempt, env_seed=self.seed, epochs=self.epoch,
+            episode_return=self.episode_return, final_val_acc=self.tracker.prev_val_acc,
+            final_test_acc=self.final_test_acc, best_val_acc=self.tracker.best_val_acc,
+            seeds_germinated=self.germinated, seeds_fossilized=self.fossilized, seeds_culled=self.culled,
+            params_host=self.model.host_param_count, params_added=self.model.params_added(),
+            rollbacks=self.rollbacks, actions=dict(self.action_counts), env_index=self.env_index)
 
-    # ------------------------------------------------------------------------------------ telemetry
+    # ------------------------------------------------------------------------------------ records
     def _key(self) -> dict:
         return {"episode_id": self.episode_id, "attempt": self.attempt, "env_index": self.env_index}
 
-    def _emit_step(self, sig, reward: RewardBreakdown, rolled_back: bool) -> None:
-        hub = get_hub()
-        if hub.wants("step"):
-            hub.emit("step", **self._key(), epoch=self.epoch, policy_version=self.policy_version,
-                     action=self.last_action, train_loss=sig.train_loss, train_acc=sig.train_acc,
-                     val_loss=sig.val_loss, val_acc=sig.val_acc, reward=reward.total, reward_acc_gain=reward.acc_gain,
-                     reward_contribution=reward.contribution, reward_rent=reward.rent, reward_shaping=reward.shaping,
-                     reward_terminal=reward.terminal, params_added=self.model.params_added(),
-                     live_seeds=sum(s.is_live for s in self.model.slots), rolled_back=rolled_back,
-                     sanitized=sig.sanitized)
-        if hub.wants("seed"):
-            for event, gate in self.step_events:
-                hub.emit("seed", **self._key(), epoch=event.epoch, slot=event.slot, blueprint=event.blueprint,
-                         from_stage=event.from_stage, to_stage=event.to_stage, reason=event.reason,
-                         gate=gate.gate if gate else None, gate_passed=gate.passed if gate else None,
-                         gate_checks=json.dumps(gate.checks) if gate else None,
-                         gate_values=json.dumps(gate.values) if gate else None)
-
-    def _emit_episode(self, summary: EpisodeSummary) -> None:
-        if self.emit_episodes:
-            emit_episode(summary, self.policy_name)
-
-
-def emit_episode(summary: EpisodeSummary, policy: str) -> None:
-    hub = get_hub()
-    if hub.wants("episode"):
-        row = summary.to_dict()
-        row["actions"] = json.dumps(row["actions"])
-        hub.emit("episode", **row, policy=policy)
+    def _step_records(self, sig, reward: RewardBreakdown, rolled_back: bool) -> list[tuple[str, dict]]:
+        """This step's `step` row and one `seed` row per lifecycle event (or refused gate)."""
+        key = self._key()
+        rows = [("step", {**key, "epoch": self.epoch, "action": self.last_action, "train_loss": sig.train_loss,
+                          "train_acc": sig.train_acc, "val_loss": sig.val_loss, "val_acc": sig.val_acc,
+                          "reward": reward.total, "reward_acc_gain": reward.acc_gain,
+                          "reward_contribution": reward.contribution, "reward_rent": reward.rent,
+                          "reward_shaping": reward.shaping, "reward_terminal": reward.terminal,
+                          "params_added": self.model.params_added(),
+                          "live_seeds": sum(s.is_live for s in self.model.slots), "rolled_back": rolled_back,
+                          "sanitized": sig.sanitized})]
+        for event, gate in self.step_events:
+            rows.append(("seed", {**key, "epoch": event.epoch, "slot": event.slot, "blueprint": event.blueprint,
+                                  "from_stage": event.from_stage, "to_stage": event.to_stage, "reason": event.reason,
+                                  "gate": gate.gate if gate else None, "gate_passed": gate.passed if gate else None,
+                                  "gate_checks": json.dumps(gate.checks) if gate else None,
+                                  "gate_values": json.dumps(gate.values) if gate else None}))
+        return rows

@@ -1,24 +1,27 @@
-"""The learned Tamiyo as a Policy: network + observation normaliser, loaded from versioned weights.
+"""The learned Tamiyo as a Policy: the network and the observation normalizer it acts through.
 
-`PolicyWeights` is what the learner publishes (one object per version) and runners load: the
-network's and normaliser's state as CPU tensors, the version, and what they were made for.
+It loads `PolicyWeights` (one object per version, published by the learner) and refuses weights
+made for another observation layout or action space.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from esper.leyline import ActionSpace, TamiyoDecision, TensorSchema
-from esper.simic.normalizer import RunningMeanStd
-from esper.tamiyo.network import ActorCritic, log_prob, sample
-
-PolicyWeights = dict[str, Any]
+from esper.tamiyo.network import ActorCritic, PolicyWeights, log_prob, sample
+from esper.tamiyo.normalizer import RunningMeanStd
 
 
 def make_network(schema: TensorSchema, space: ActionSpace, hidden: Sequence[int]) -> ActorCritic:
     return ActorCritic(schema.size, space.n, hidden)
+
+
+def export_weights(network: ActorCritic, normalizer: RunningMeanStd, version: int, schema: TensorSchema,
+                   space: ActionSpace) -> PolicyWeights:
+    return PolicyWeights.export(network, normalizer.state_dict(), version, schema.fingerprint, space.describe())
 
 
 class PPOAgent:
@@ -54,24 +57,12 @@ class PPOAgent:
     def load_weights(self, weights: PolicyWeights) -> None:
         # Check before the same-version shortcut: weights for another schema or action space are
         # refused whatever version number they carry.
-        self.schema.check_fingerprint(weights["schema_fingerprint"], what="policy weights")
-        if weights["action_space"] != self.space.describe():
-            raise ValueError(f"policy weights are for action space {weights['action_space']}, "
+        self.schema.check_fingerprint(weights.schema_fingerprint, what="policy weights")
+        if weights.action_space != self.space.describe():
+            raise ValueError(f"policy weights are for action space {weights.action_space}, "
                              f"this env has {self.space.describe()}")
-        if weights["version"] == self.version and self.version > 0:
+        if weights.version == self.version and self.version > 0:
             return
-        self.network.load_state_dict(weights["network"])
-        self.normalizer.load_state_dict(weights["normalizer"])
-        self.version = int(weights["version"])
-
-
-def export_weights(network: ActorCritic, normalizer: RunningMeanStd, version: int, schema: TensorSchema,
-                   space: ActionSpace) -> PolicyWeights:
-    return {
-        "version": int(version),
-        "network": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
-        "normalizer": normalizer.state_dict(),
-        "schema_fingerprint": schema.fingerprint,
-        "action_space": space.describe(),
-        "hidden": list(network.hidden),
-    }
+        self.network.load_state_dict(weights.network)
+        self.normalizer.load_state_dict(weights.normalizer)
+        self.version = int(weights.version)

@@ -1,12 +1,15 @@
 """Runtime settings: how many runners, sync or async, when to stop, checkpoints and faults.
 
-Plain pydantic: importing this module does not import Ray.
+Plain pydantic, read by `esper.runtime`: it lives in `esper.config` so that the composed config sits
+below the runtime (importing it never imports Ray).
 """
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from esper.tamiyo.policies import PolicyKind
 
 
 class FaultInjection(BaseModel):
@@ -24,7 +27,7 @@ class FaultInjection(BaseModel):
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    policy: Literal["ppo", "heuristic", "static"] = "ppo"
+    policy: PolicyKind = "ppo"
     runners: int | Literal["auto"] = Field("auto", description="EnvRunner actors; auto = per GPU × runners_per_gpu, or CPUs - 1")
     envs_per_runner: int = Field(2, ge=1, description="environments in each runner's VectorEnv")
     runners_per_gpu: int = Field(1, ge=1, description="runners sharing one GPU (num_gpus = 1/R each)")

@@ -1,8 +1,8 @@
-"""Running mean/std observation normalisation that stays on the tensor's device.
+"""Running mean/std observation normalization that stays on the tensor's device.
 
-Its state travels with the policy weights (runners and learner normalise identically) and is
+Its state travels with the policy weights (runners and learner normalize identically) and is
 checkpointed. The learner updates it after each PPO update, so the update itself sees exactly
-the normalisation the runners used.
+the normalization the runners used.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class RunningMeanStd:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         dev = self.mean.device
         if state["mean"].shape != self.mean.shape:
-            raise ValueError(f"normaliser state has {state['mean'].shape[0]} features, expected {self.mean.shape[0]}")
+            raise ValueError(f"normalizer state has {state['mean'].shape[0]} features, expected {self.mean.shape[0]}")
         self.mean, self.var, self.count = (state[k].to(dev, torch.float64) for k in ("mean", "var", "count"))
 
     def to(self, device: torch.device | str) -> "RunningMeanStd":

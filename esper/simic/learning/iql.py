@@ -4,7 +4,7 @@ Data: the `transition` telemetry of finished runs (e.g. `python -m esper.launch 
 read with `read_events(run_dir, "transition")`, every file's observation fingerprint checked against
 this config's TensorSchema. In the order one training step runs:
 
-  1. normalise obs and next obs with a RunningMeanStd fitted once on the training split's obs
+  1. normalize obs and next obs with a RunningMeanStd fitted once on the training split's obs
   2. value, expectile regression towards the target critics (no max over actions, so no
      out-of-distribution action is ever queried):
         u = min(Q1'(s,a), Q2'(s,a)) − V(s);   L_V = mean |τ_e − 1(u < 0)| · u²      (τ_e = expectile)
@@ -19,17 +19,14 @@ this config's TensorSchema. In the order one training step runs:
 
 The actor and V are the two halves of the `ActorCritic` PPO uses (same FeatureExtractor, same
 layout), so `export_pretrained` writes a checkpoint that `--init-from` loads into PPO: the actor as
-is, the critic warm-started from V, and the normaliser fitted here. γ is `simic.ppo.gamma`.
+is, the critic warm-started from V, and the normalizer fitted here. γ is `simic.ppo.gamma`.
 
-    python -m esper.simic.iql --runs runs/heuristic-a runs/heuristic-b --out iql.pt --config configs/smoke.yaml
+    python -m esper.simic.learning.iql --runs runs/heuristic-a runs/heuristic-b --out iql.pt --config configs/smoke.yaml
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
-import json
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -40,13 +37,13 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from esper.leyline import LEYLINE_VERSION, ActionSpace, TensorSchema
+from esper.leyline import ActionSpace, TensorSchema
 from esper.leyline.schema import SchemaMismatchError
 from esper.nissa.reader import read_events
-from esper.nissa.storage import resolve_fs, write_bytes_atomic
-from esper.simic.checkpoint import CHECKPOINT_FORMAT
+from esper.storage import resolve_fs, write_bytes_atomic
+from esper.simic.learning.checkpoint import checkpoint_payload
 from esper.simic.config import IQLConfig
-from esper.simic.normalizer import RunningMeanStd
+from esper.tamiyo.normalizer import RunningMeanStd
 from esper.tamiyo.network import ActorCritic, FeatureExtractor, entropy, log_prob
 
 PRETRAINED_KIND = "iql"
@@ -217,7 +214,7 @@ class IQL:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.steps_done = 0
 
-    # ---- losses (each a function of one minibatch of normalised tensors) ----
+    # ---- losses (each a function of one minibatch of normalized tensors) ----
     def target_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return torch.min(self.q1_target.at(obs, actions), self.q2_target.at(obs, actions))
@@ -252,7 +249,7 @@ class IQL:
                 tp.lerp_(p, tau)
 
     def step(self, obs, actions, masks, rewards, dones, next_obs) -> torch.Tensor:
-        """One IQL step on a minibatch (already normalised); returns the stats as one device tensor."""
+        """One IQL step on a minibatch (already normalized); returns the stats as one device tensor."""
         q_t = self.target_q(obs, actions)
         v_loss, v = self.value_loss(obs, q_t)
         self.value_opt.zero_grad(set_to_none=True)
@@ -288,7 +285,7 @@ class IQL:
 
     def train(self, data: OfflineData, steps: int | None = None, log_every: int = 200,
               log: Callable[[str], None] | None = print) -> list[IQLStats]:
-        """Fit the normaliser on `data` (once, if not yet fitted), then run `steps` IQL steps on it.
+        """Fit the normalizer on `data` (once, if not yet fitted), then run `steps` IQL steps on it.
 
         Returns one IQLStats per `log_every` steps: the mean of that window's minibatch losses.
         """
@@ -350,19 +347,16 @@ def action_agreement(probs: np.ndarray, data: OfflineData, majority_action: int 
 # ---------------------------------------------------------------------------------------- export
 def pretrained_payload(iql: IQL, schema: TensorSchema, space: ActionSpace, *, config: dict | None = None,
                        extra: dict | None = None) -> dict:
-    """The checkpoint `--init-from` loads: esper.simic.checkpoint's format with a version-0 learner state
-    holding only the ActorCritic (actor from IQL's policy, critic from IQL's V) and the normaliser,
+    """The checkpoint `--init-from` loads: esper.simic.learning.checkpoint's format with a version-0 learner state
+    holding only the ActorCritic (actor from IQL's policy, critic from IQL's V) and the normalizer,
     plus `kind: "iql"` and the IQL critics (for inspection or continued offline training)."""
     cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}  # noqa: E731
-    return {
-        "format": CHECKPOINT_FORMAT, "leyline_version": LEYLINE_VERSION, "kind": PRETRAINED_KIND,
-        "schema_fingerprint": schema.fingerprint, "action_space": space.describe(),
-        "learner": {"network": cpu(iql.ac), "normalizer": iql.normalizer.state_dict(), "version": 0,
-                    "hidden": list(iql.ac.hidden)},
-        "iql": {"q1": cpu(iql.q1), "q2": cpu(iql.q2), "q1_target": cpu(iql.q1_target),
-                "q2_target": cpu(iql.q2_target), "steps_done": iql.steps_done},
-        "config": json.dumps(config or {}), "extra": json.dumps(extra or {}),
-    }
+    learner = {"network": cpu(iql.ac), "normalizer": iql.normalizer.state_dict(), "version": 0,
+               "hidden": list(iql.ac.hidden)}
+    critics = {"q1": cpu(iql.q1), "q2": cpu(iql.q2), "q1_target": cpu(iql.q1_target),
+               "q2_target": cpu(iql.q2_target), "steps_done": iql.steps_done}
+    return checkpoint_payload(learner, schema=schema, space=space, config=config, extra=extra,
+                              kind=PRETRAINED_KIND, iql=critics)
 
 
 def export_pretrained(path: str, iql: IQL, schema: TensorSchema, space: ActionSpace, *, config: dict | None = None,
@@ -373,78 +367,3 @@ def export_pretrained(path: str, iql: IQL, schema: TensorSchema, space: ActionSp
     fs, p = resolve_fs(path)
     write_bytes_atomic(fs, p, buf.getvalue())
     return path
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m esper.simic.iql",
-                                description="Pretrain Tamiyo offline with IQL on transition telemetry; the output "
-                                            "is a checkpoint for `python -m esper.launch --init-from`.")
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run directories with transitions")
-    p.add_argument("--out", required=True, metavar="CKPT", help="where to write the pretrained checkpoint (.pt)")
-    p.add_argument("--config", help="YAML run config: must describe the same slots/blueprints as the data "
-                                    "(use the one the fine-tuning run will use)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
-                   help="override one setting, e.g. --set simic.iql.temperature=1.0 (repeatable)")
-    p.add_argument("--steps", type=int, help="gradient steps (default simic.iql.steps)")
-    p.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out for the agreement figure")
-    p.add_argument("--log-every", type=int, default=200, help="print losses every this many steps")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    # The entry point composes the run config like `esper.launch` does; the library above needs none of it.
-    from esper.config import ConfigError, config_to_dict, load_config
-    from esper.simic.context import schema_for
-
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.steps is not None and args.steps < 1:
-        print(f"error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-        return 2
-    if not 0 <= args.holdout < 1:
-        print(f"error: --holdout must be in [0, 1), got {args.holdout}", file=sys.stderr)
-        return 2
-    schema = schema_for(cfg.kasmina)
-    space = ActionSpace(len(cfg.kasmina.slots), cfg.kasmina.blueprints)
-    try:
-        data = load_transitions(args.runs, schema, space)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    train, held = data.split(args.holdout, seed=cfg.seed)
-    counts = np.bincount(train.actions, minlength=space.n)
-    print(f"[iql] {len(data)} transitions from {len(np.unique(data.episode_ids))} episodes in {len(args.runs)} run(s); "
-          f"train {len(train)}, held out {len(held)}; schema {schema.fingerprint}, {space.n} actions; "
-          f"actions taken: {{{', '.join(f'{space.decode(a)}: {int(c)}' for a, c in enumerate(counts) if c)}}}",
-          flush=True)
-    iql = IQL(schema.size, space.n, cfg.tamiyo.network.hidden, cfg.simic.iql, cfg.simic.ppo.gamma,
-              device=args.device, seed=cfg.seed)
-    history = iql.train(train, steps=args.steps, log_every=args.log_every,
-                        log=lambda line: print(line, flush=True))
-    majority = int(counts.argmax())
-    result = {"train": iql.agreement(train, majority)}
-    if len(held):
-        result["held_out"] = iql.agreement(held, majority)
-    for name, r in result.items():
-        non_wait = f"{r['agreement_non_wait']:.1%} of {r['non_wait']}" if r["non_wait"] else "none in the data"
-        print(f"[iql] {name}: greedy action agrees with the recorded one on {r['agreement']:.1%} of "
-              f"{r['transitions']} transitions (chance {r['chance']:.1%}, always-{space.decode(majority)} "
-              f"{r['majority_baseline']:.1%}; non-WAIT actions: {non_wait}); policy entropy {r['entropy']:.3f} "
-              f"of at most {r['max_entropy']:.3f} nats", flush=True)
-    extra = {"runs": list(args.runs), "transitions": len(data), "steps": iql.steps_done,
-             "first": history[0].__dict__ if history else None, "last": history[-1].__dict__ if history else None,
-             "agreement": result}
-    export_pretrained(args.out, iql, schema, space, config=config_to_dict(cfg), extra=extra)
-    print(f"[iql] wrote {args.out}; fine-tune with: python -m esper.launch --init-from {args.out}"
-          + (f" --config {args.config}" if args.config else ""), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
