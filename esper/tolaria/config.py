@@ -9,10 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: Literal["synthetic", "cifar10", "image_folder"] = "synthetic"
-    root: str | None = Field(None, description="cifar10: folder holding cifar-10-batches-py; image_folder: folder with train/ and test/")
-    download: bool = Field(False, description="cifar10: download through torchvision when missing (once per node, under a file lock)")
-    image_size: int = Field(32, ge=8, description="synthetic and image_folder: side of the square images")
+    dataset: Literal["synthetic", "cifar10", "fashion_mnist", "image_folder"] = "synthetic"
+    root: str | None = Field(None, description="cifar10: folder holding cifar-10-batches-py; fashion_mnist: folder "
+                             "holding the four IDX files (raw or .gz), directly or in FashionMNIST/raw; image_folder: "
+                             "folder with train/ and test/")
+    download: bool = Field(False, description="cifar10, fashion_mnist: download through torchvision when missing "
+                           "(once per node, under a file lock)")
+    image_size: int = Field(32, ge=8, description="synthetic and image_folder: side of the square images "
+                            "(fashion_mnist is 1x28x28)")
     train_size: int = Field(2048, ge=0, description="synthetic: training images (before the validation split); others: cap, 0 = all")
     val_size: int = Field(1024, ge=32, description="images carved from the training pool for validation (decisions and rewards)")
     test_size: int = Field(1024, ge=32, description="synthetic: held-out test images; others: cap on the test split")
