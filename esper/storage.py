@@ -1,11 +1,14 @@
 """Storage on `pyarrow.fs`: one code path for local disks, NFS, `s3://` and `gs://`.
 
 Everything Esper persists (telemetry files, checkpoints, the `latest` pointer) goes through
-`write_bytes_atomic`, so a reader never sees half a file: locally we write a hidden temp file and
-rename it; on an object store an object only appears when its single upload completes.
+`write_bytes_atomic`, so a reader never sees half a file: locally we write a hidden temp file,
+fsync it and rename it (then fsync the directory), so not even a power loss can publish a torn file;
+on an object store an object only appears when its single upload completes.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 
@@ -83,21 +86,84 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path.strip("/") else ""
 
 
+def _temp_name(path: str) -> str:
+    """`.<name>.tmp-<token>` beside `path`: hidden, so `pyarrow.dataset`, `*.arrow` globs and
+    `list_files` skip it, and a crash mid-write leaves nothing that looks like data."""
+    head, sep, name = path.rpartition("/")
+    return f"{head}{sep}.{name}.tmp-{secrets.token_hex(6)}"
+
+
+# errno of an fsync on a directory where the filesystem has no such operation (some FUSE and
+# network filesystems): there is nothing to make durable there, so it is not a failure.
+_DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make the names in `directory` (a new or renamed entry) durable, as fsync does for a file's bytes."""
+    fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _make_dirs_durable(directory: str) -> None:
+    """`mkdir -p directory`, then fsync the parent of each directory it created (else a power loss
+    could drop the new directory, and every file published in it, however well each was synced)."""
+    created, d = [], directory
+    while d and not os.path.isdir(d):
+        created.append(d)
+        d = os.path.dirname(d)
+    os.makedirs(directory, exist_ok=True)
+    for d in reversed(created):
+        _fsync_dir(os.path.dirname(d))
+
+
+def _write_local_durable(path: str, data: bytes | memoryview) -> None:
+    """Local disks and NFS: temp file, fsync it, rename it over `path`, fsync the directory.
+
+    Without the fsyncs a power loss can persist the rename before the bytes (ext4, XFS delay
+    allocation), leaving a published file that is empty or truncated: a torn telemetry file.
+    """
+    parent = os.path.dirname(path)
+    if parent:
+        _make_dirs_durable(parent)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):  # the open itself failed: no temp file
+            os.unlink(tmp)
+        raise
+    _fsync_dir(parent)
+
+
 def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes | memoryview) -> None:
     """Write `data` to `path` so that readers see either nothing or the whole file.
 
-    Object stores (S3, GCS): one `open_output_stream` on the final key; the object is created only
-    when the upload completes on close, so there is no temp key to clean up. Other filesystems:
-    write `.<name>.tmp-<token>` beside the target (a hidden name that `pyarrow.dataset` and
-    `*.arrow` globs skip, so a crash mid-write leaves nothing that looks like data), then rename it
-    over the final name (atomic on POSIX and HDFS; on NFS the rename is atomic on the server).
+    Local filesystems (including NFS): `_write_local_durable`, whose fsyncs make the file whole on
+    disk before it is published. Object stores (S3, GCS): one `open_output_stream` on the final key;
+    the object is created only when the upload completes on close, so there is no temp key and
+    nothing to fsync. Other filesystems (HDFS, mocks): a hidden temp file through the filesystem's
+    API, then a rename over the final name (atomic on POSIX and HDFS); `pyarrow.fs` offers no fsync.
     """
-    if fs.type_name not in OBJECT_STORES:
+    if isinstance(fs, pafs.LocalFileSystem):
+        _write_local_durable(path, data)
+    elif fs.type_name in OBJECT_STORES:
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+    else:
         parent = _parent(path)
         if parent:
             fs.create_dir(parent, recursive=True)
-        name = path.rsplit("/", 1)[-1]
-        tmp = f"{parent}/.{name}.tmp-{secrets.token_hex(6)}" if parent else f".{name}.tmp-{secrets.token_hex(6)}"
+        tmp = _temp_name(path)
         try:
             with fs.open_output_stream(tmp) as out:
                 out.write(data)
@@ -108,9 +174,6 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes | memoryview)
             except OSError:
                 pass
             raise
-    else:
-        with fs.open_output_stream(path) as out:
-            out.write(data)
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:

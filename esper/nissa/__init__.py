@@ -14,7 +14,8 @@ from esper.nissa.backends import Backend, ConsoleBackend, FileBackend
 from esper.nissa.config import PROFILE_EVENTS, Profile, StorageConfig, TelemetryConfig
 from esper.nissa.hub import (Hub, UnknownEventError, configure_hub, configure_run_telemetry, event_schemas, get_hub,
                              make_process_id, reset_hub)
-from esper.nissa.reader import available_events, check_file_schema, event_dir, events_dataset, read_events
+from esper.nissa.reader import (TornFileWarning, available_events, check_file_schema, event_dir, events_dataset,
+                                read_events)
 from esper.nissa.writer import EventWriter, UnknownFieldError
 
 
@@ -34,7 +35,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "PROFILE_EVENTS", "Backend", "ConsoleBackend", "DiagnosticTracker", "EventWriter", "FileBackend", "Hub",
-    "Profile", "StorageConfig", "TelemetryConfig", "UnknownEventError", "UnknownFieldError", "available_events",
+    "Profile", "StorageConfig", "TelemetryConfig", "TornFileWarning", "UnknownEventError", "UnknownFieldError", "available_events",
     "check_file_schema", "configure_hub", "configure_run_telemetry", "event_schemas", "event_dir", "events_dataset", "export_parquet", "get_hub",
     "make_process_id", "read_events", "reset_hub",
 ]

@@ -1,4 +1,5 @@
-"""The report's plots, one function per figure: an Arrow table in, a PNG out.
+"""The report's plots, one function per figure: an Arrow table in, a PNG out (the timeline and the
+accuracy plot also as `*_figure`, which returns the figure unsaved, for a caller to inspect).
 
 Only the report imports this module (and so matplotlib), with the non-interactive Agg backend.
 """
@@ -14,11 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from esper.leyline.stages import SeedStage  # noqa: E402
 
 STAGE_COLORS = dict(zip([s.name for s in SeedStage], plt.get_cmap("tab10").colors))
 SEED_MARKERS = {"GERMINATED": "^", "FOSSILIZED": "*", "CULLED": "x"}
+INSTANT_WIDTH = 0.25  # epochs: how wide a stage that lasted no epoch is drawn
 LEARNER_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "explained_variance", "clip_fraction")
 
 
@@ -41,10 +44,17 @@ def _episode(table: pa.Table, key: tuple[Any, Any]) -> pa.Table:
     return table.filter(mask)
 
 
-def plot_val_acc(steps: pa.Table, seeds: pa.Table | None, path: str, episodes: int = 8) -> int:
-    """Validation accuracy per episode over epochs; seed germinations/fossils/culls marked. Returns #episodes."""
+def _save(fig: Figure, path: str) -> None:
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def val_acc_figure(steps: pa.Table, seeds: pa.Table | None, episodes: int = 8) -> tuple[Figure, int]:
+    """Validation accuracy per episode over epochs, seed germinations/fossils/culls marked (and in the
+    legend only those that occur). Returns (figure, #episodes)."""
     keys = episode_keys(steps, episodes)
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    marked: set[str] = set()
     for k, key in enumerate(keys):
         ep = _episode(steps, key).sort_by("epoch")
         epochs, acc = ep["epoch"].to_numpy(zero_copy_only=False), ep["val_acc"].to_numpy(zero_copy_only=False)
@@ -56,22 +66,51 @@ def plot_val_acc(steps: pa.Table, seeds: pa.Table | None, path: str, episodes: i
                 marker = SEED_MARKERS.get(row["to_stage"])
                 if marker and row["epoch"] in acc_at:
                     ax.scatter(row["epoch"], acc_at[row["epoch"]], marker=marker, color=color, s=60, zorder=3)
-    for stage, marker in SEED_MARKERS.items():
-        ax.scatter([], [], marker=marker, color="gray", label=stage.lower())
+                    marked.add(row["to_stage"])
+    for stage, marker in SEED_MARKERS.items():  # legend entries only for markers on the plot
+        if stage in marked:
+            ax.scatter([], [], marker=marker, color="gray", label=stage.lower())
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Validation accuracy, first {len(keys)} episodes")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return len(keys)
+    return fig, len(keys)
 
 
-def plot_seed_timeline(seeds: pa.Table, steps: pa.Table | None, path: str, episodes: int = 4) -> int:
-    """Slot × epoch, coloured by seed stage, for the first few episodes with seed events."""
+def plot_val_acc(steps: pa.Table, seeds: pa.Table | None, path: str, episodes: int = 8) -> int:
+    """`val_acc_figure` saved as a PNG at `path`. Returns #episodes."""
+    fig, n = val_acc_figure(steps, seeds, episodes)
+    _save(fig, path)
+    return n
+
+
+def stage_bars(changes: list[tuple[int, str]], last: int) -> list[tuple[float, float, str, bool]]:
+    """One slot's bars (start, width, stage, instant) from its (epoch, stage) changes, up to epoch `last`.
+
+    A stage entered and left in the same step (GERMINATED -> TRAINING, FOSSILIZED -> DORMANT and
+    CULLED -> EMBARGOED all happen inside one step) lasts no epoch; it becomes a narrow `instant`
+    bar at the start of the next one (side by side when several share an epoch), drawn on top so
+    its colour shows.
+    """
+    bars, instants = [], defaultdict(int)
+    for (start, stage), (end, _) in zip(changes, changes[1:] + [(last, None)]):
+        if end > start:
+            bars.append((start, end - start, stage, False))
+        else:
+            bars.append((start + INSTANT_WIDTH * instants[start], INSTANT_WIDTH, stage, True))
+            instants[start] += 1
+    return bars
+
+
+def seed_timeline_figure(seeds: pa.Table, steps: pa.Table | None, episodes: int = 4) -> tuple[Figure, int]:
+    """Slot x epoch, coloured by seed stage, for the first few episodes with seed events.
+
+    The legend lists exactly the stages drawn. Returns (figure, #episodes).
+    """
     keys = episode_keys(seeds, episodes)
     fig, axes = plt.subplots(len(keys), 1, figsize=(8, 1.2 + 1.3 * len(keys)), squeeze=False)
+    drawn: set[str] = set()
     for ax, key in zip(axes[:, 0], keys):
         ep = _episode(seeds, key).sort_by([("epoch", "ascending"), ("time", "ascending")]).to_pylist()
         last = max(r["epoch"] for r in ep) + 1
@@ -83,22 +122,28 @@ def plot_seed_timeline(seeds: pa.Table, steps: pa.Table | None, path: str, episo
         for r in ep:
             by_slot[r["slot"]].append((r["epoch"], r["to_stage"]))
         for slot, changes in by_slot.items():
-            for (start, stage), nxt in zip(changes, changes[1:] + [(last, None)]):
-                ax.broken_barh([(start, max(nxt[0] - start, 0.2))], (slot - 0.4, 0.8),
-                               color=STAGE_COLORS.get(stage, "black"))
+            for start, width, stage, instant in stage_bars(changes, last):
+                ax.broken_barh([(start, width)], (slot - 0.4, 0.8), color=STAGE_COLORS.get(stage, "black"),
+                               zorder=3 if instant else 2)
+                drawn.add(stage)
         ax.set_yticks(sorted(by_slot))
         ax.set_yticklabels([f"slot {s}" for s in sorted(by_slot)])
         ax.set_xlim(0, last)
         ax.set_title(f"episode {key[0]}#{key[1]}", fontsize=9)
     axes[-1, 0].set_xlabel("epoch")
     order = list(STAGE_COLORS)
-    stages = sorted({r for r in seeds["to_stage"].to_pylist() if r}, key=lambda s: order.index(s) if s in order else 99)
+    stages = sorted(drawn, key=lambda s: order.index(s) if s in order else len(order))
     handles = [plt.Rectangle((0, 0), 1, 1, color=STAGE_COLORS.get(s, "black")) for s in stages]
-    fig.legend(handles, [s.lower() for s in stages], loc="upper right", fontsize=7, ncol=4)
+    fig.legend(handles, [str(s).lower() for s in stages], loc="upper right", fontsize=7, ncol=4)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return len(keys)
+    return fig, len(keys)
+
+
+def plot_seed_timeline(seeds: pa.Table, steps: pa.Table | None, path: str, episodes: int = 4) -> int:
+    """`seed_timeline_figure` saved as a PNG at `path`. Returns #episodes."""
+    fig, n = seed_timeline_figure(seeds, steps, episodes)
+    _save(fig, path)
+    return n
 
 
 def action_counts(decisions: pa.Table, bins: int = 10) -> tuple[str, list[Any], dict[str, np.ndarray]]:

@@ -2,7 +2,8 @@
 
     python -m esper.nissa.report RUN_DIR [--out DIR]
 
-Sections whose events are missing (e.g. `decision` under the minimal profile) are skipped with a note.
+Sections whose events are missing (e.g. `decision` under the minimal profile) are skipped with a note;
+an unreadable (torn) telemetry file is left out with a warning naming it, the rest still reported.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def _sum(table: pa.Table, column: str) -> int:
     return int(pc.sum(table[column]).as_py() or 0) if table.num_rows else 0
 
 
-def _missing(event_type: str, why: str) -> str:
+def _missing(event_type: str, why: str, unreadable: set[str]) -> str:
+    if event_type in unreadable:
+        return f"_Every `{event_type}` file in this run is unreadable (see the warnings); section skipped._\n"
     return f"_No `{event_type}` events in this run ({why}); section skipped._\n"
 
 
@@ -40,9 +43,15 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
     out_dir = out_dir or os.path.join(run_dir, "report")
     os.makedirs(out_dir, exist_ok=True)
     tables = {et: read_events(run_dir, et) for et in present if et != "transition"}
+    rows = {et: t.num_rows for et, t in tables.items()}
+    if "transition" in present:  # no section reads transitions: count them without loading observations
+        rows["transition"] = read_events(run_dir, "transition", columns=["time"]).num_rows
     lines = ["# Esper run report\n", f"Run directory: `{run_dir}`\n", "| event | rows |", "|---|---|"]
-    lines += [f"| {et} | {t.num_rows} |" for et, t in sorted(tables.items())]
+    lines += [f"| {et} | {n} |" for et, n in sorted(rows.items())]
     lines.append("")
+    # A type whose every file was unreadable (each named in a TornFileWarning) has no rows to show.
+    unreadable = {et for et, t in tables.items() if not t.num_rows}
+    tables = {et: t for et, t in tables.items() if et not in unreadable}
 
     lines.append("## Episodes\n")
     if "episode" in tables:
@@ -52,7 +61,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
                      f"Seeds germinated {_sum(ep, 'seeds_germinated')}, fossilized {_sum(ep, 'seeds_fossilized')}, "
                      f"culled {_sum(ep, 'seeds_culled')}.\n")
     else:
-        lines.append(_missing("episode", "no episode finished yet"))
+        lines.append(_missing("episode", "no episode finished yet", unreadable))
 
     lines.append("## Validation accuracy\n")
     if "step" in tables:
@@ -60,7 +69,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
         lines.append(f"Validation accuracy over epochs for the first {n} episodes; markers show seeds "
                      f"germinated (▲), fossilized (★) and culled (✕).\n\n![validation accuracy](val_acc.png)\n")
     else:
-        lines.append(_missing("step", "no environment step recorded"))
+        lines.append(_missing("step", "no environment step recorded", unreadable))
 
     lines.append("## Seed lifecycle\n")
     if "seed" in tables:
@@ -68,7 +77,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
         lines.append(f"Stage of each slot over epochs for the first {n} episodes with seeds.\n\n"
                      f"![seed timeline](seed_timeline.png)\n")
     else:
-        lines.append(_missing("seed", "no seed was ever germinated"))
+        lines.append(_missing("seed", "no seed was ever germinated", unreadable))
 
     lines.append("## Actions\n")
     if "decision" in tables:
@@ -76,7 +85,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
         summary = ", ".join(f"{k} {v:.1%}" for k, v in fractions.items())
         lines.append(f"Overall: {summary}.\n\n![action distribution](actions.png)\n")
     else:
-        lines.append(_missing("decision", "the minimal profile does not record decisions"))
+        lines.append(_missing("decision", "the minimal profile does not record decisions", unreadable))
 
     lines.append("## Learner\n")
     if "learner" in tables:
@@ -87,7 +96,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> str:
         lines.append(f"{learner.num_rows} updates, last policy version {last['policy_version']}; "
                      f"final {final}.\n\n![learner curves](learner.png)\n")
     else:
-        lines.append(_missing("learner", "no PPO update, e.g. a heuristic run"))
+        lines.append(_missing("learner", "no PPO update, e.g. a heuristic run", unreadable))
 
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
