@@ -31,7 +31,7 @@ from packaging.version import Version
 from esper import cli
 from esper.config import load_config
 from esper.nissa import read_events
-from launch_util import ROOT, launch_env
+from launch_util import ROOT, SMOKE, launch_env
 
 import psutil  # noqa: E402  (Ray vendors it in ray/thirdparty_files, on sys.path once ray is imported)
 
@@ -475,3 +475,19 @@ def test_new_run_dirs_go_under_esper_run_root(monkeypatch):
     assert _new_run_dir(cfg).startswith("/mnt/shared/runs/")
     explicit = load_config(ROOT / "configs" / "smoke.yaml", ["storage.run_dir=s3://bucket/mine"])
     assert _new_run_dir(explicit) == "s3://bucket/mine"       # --run-dir / storage.run_dir win
+
+
+@pytest.mark.e2e
+def test_a_launch_without_address_starts_its_own_ray_even_with_a_cluster_running(head, tmp_path):
+    # Without --address or RAY_ADDRESS the launcher must not join a Ray that merely runs on this machine
+    # (it may be a previous launch shutting down); it says in its first line what it did.
+    run_dir = tmp_path / f"own-ray-{secrets.token_hex(3)}"        # its name is in the namespace of its actors
+    out = subprocess.run([sys.executable, "-m", "esper.launch", "--config", SMOKE, "--run-dir", str(run_dir),
+                          "--no-dashboard", "--set", "runtime.total_updates=1"], cwd=ROOT, env=launch_env(),
+                         capture_output=True, text=True, timeout=240, start_new_session=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[0].startswith("[esper] Ray: started a new local Ray"), out.stdout
+    assert "Ray local" in out.stdout
+    actors = head.ray("list", "actors", "--address", head.address, "--format", "json", timeout=60)
+    assert actors.returncode == 0, actors.stdout + actors.stderr
+    assert run_dir.name not in actors.stdout                      # none of its actors ever ran on the cluster

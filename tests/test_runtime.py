@@ -7,6 +7,7 @@ import urllib.request
 from collections import Counter
 
 import pytest
+import torch
 
 from esper.nissa import read_events
 from launch_util import SMOKE, cleanup, run, start, wait_for_line
@@ -97,7 +98,11 @@ def test_killed_run_resumes_without_reusing_versions(tmp_path):
                    "--set", "runtime.total_updates=5"])
     assert rc == 0, out
     s = _summary(run_dir)
-    assert s["incarnation"] == 1 and s["updates"] == 5     # counted from the state saved before the crash
+    # One count of updates: the resumed run continues from its checkpoint's (v2, 2 updates), not from the
+    # driver's state.json (3 updates, written after the last checkpoint), so the two agree at the end.
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    ckpt = torch.load(run_dir / "checkpoints" / latest["file"], weights_only=True)
+    assert s["incarnation"] == 1 and s["updates"] == ckpt["learner"]["updates_done"] == 5
     versions = _versions(run_dir)
     resumed = versions[len(first):]
     assert resumed and min(resumed) > max([2, *first])  # restored from v2, never reusing anything published

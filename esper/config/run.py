@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esper.kasmina.config import KasminaConfig
+from esper.kasmina.graft import check_host_fits
 from esper.nissa.config import StorageConfig, TelemetryConfig
 from esper.config.runtime import RuntimeConfig
 from esper.simic.config import SimicConfig, check_episode_fits
@@ -45,6 +46,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         check_episode_fits(self.kasmina.lifecycle, self.simic.env)
+        check_host_fits(self.kasmina, self.tolaria.data.input_shape)      # slot names and blueprints, on meta
         # Settings for blueprints outside kasmina.blueprints are allowed (unknown ids are refused by kasmina):
         # the defaults hold settings for every blueprint, so `--set kasmina.blueprints=[norm]` must work.
         return self
@@ -61,6 +63,9 @@ def _format_errors(exc: ValidationError, model: type[BaseModel]) -> str:
                 msg = f"unknown field; valid fields here: {sorted(parent.model_fields)}"
         elif err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict):
             msg = f"{msg} (got {err['input']!r})"
+        if not err["loc"] and err["type"] == "value_error":     # a check across sections names its own fields
+            lines.append(f"  {msg.removeprefix('Value error, ')}")
+            continue
         lines.append(f"  {loc}: {msg}")
     return "invalid configuration:\n" + "\n".join(lines)
 

@@ -32,7 +32,7 @@ def _find_layers(host: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     missing = [n for n in names if n not in modules or n == ""]
     if missing:
         top = [n for n in modules if n and "." not in n]
-        raise ValueError(f"unknown slot layer(s) {missing}; the host's top-level layers are {top} "
+        raise ValueError(f"kasmina.slots: unknown slot layer(s) {missing}; the host's top-level layers are {top} "
                          f"(any dotted name from named_modules() works too)")
     if len(set(names)) != len(names):
         raise ValueError(f"slot layers must be distinct, got {list(names)}")
@@ -118,6 +118,20 @@ class MorphogeneticModel(nn.Module):
     def reset_slots(self) -> None:
         for s in self.slots:
             s.reset()
+
+
+def check_host_fits(cfg: KasminaConfig, input_shape: Sequence[int]) -> None:
+    """Build the host with its slots on the meta device (no memory, no data) and every allowed blueprint at
+    every slot, so a slot name or blueprint that does not fit fails when the config loads, not inside a run."""
+    with torch.device("meta"):
+        model = build_model(cfg, input_shape)
+        for bp in cfg.blueprints:
+            for slot in model.slots:
+                try:
+                    create_seed(bp, slot.channels, cfg.blueprint_params.get(bp, {}))
+                except ValueError as exc:
+                    raise ValueError(f"kasmina.blueprints: {bp!r} does not fit slot {slot.name!r} "
+                                     f"({slot.channels} channels): {exc}") from None
 
 
 def build_model(cfg: KasminaConfig, input_shape: Sequence[int]) -> MorphogeneticModel:

@@ -13,6 +13,8 @@ import os
 import secrets
 import sys
 
+import pyarrow.fs as pafs
+
 from esper.config import ConfigError, RunConfig, dump_config, load_config
 from esper.storage import read_bytes, resolve_fs
 
@@ -32,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "default: a new folder under $ESPER_RUN_ROOT, else under ./runs")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start PPO from a pretrained policy (e.g. IQL)")
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, a running cluster, or a new local Ray; "
-                                     "'local' always starts a new local Ray)")
+    p.add_argument("--address", help="Ray cluster to join: 'auto' (the one `ray start` started here), host:port or "
+                                     "ray://...; default $RAY_ADDRESS (as `ray job submit` sets it), else a new "
+                                     "local Ray ('local' always starts one)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray (default: all)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard with a new local Ray")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port of a new local Ray (default: Ray's choice)")
@@ -66,6 +69,11 @@ def _resolve_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
 RUN_ROOT_ENV = "ESPER_RUN_ROOT"
 
 
+def _holds_a_run(run_dir: str) -> bool:
+    fs, base = resolve_fs(run_dir)
+    return fs.get_file_info(f"{base}/config.yaml").type != pafs.FileType.NotFound
+
+
 def _new_run_dir(cfg: RunConfig) -> str:
     """storage.run_dir if set; else a new folder under $ESPER_RUN_ROOT (a cluster sets it to shared
     storage, e.g. s3://bucket/esper-runs, so a bare `ray job submit -- python -m esper.launch` works) or ./runs."""
@@ -87,15 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    run_dir = resume or _new_run_dir(cfg)
+    if resume is None and _holds_a_run(run_dir):
+        print(f"error: --run-dir {run_dir} already holds a run (its config.yaml); continue it with --resume "
+              f"{run_dir}, or choose a new directory", file=sys.stderr)
+        return 2
     from esper.launch.run import start_run   # imports ray: only once we really run
 
     try:
-        summary = start_run(cfg, run_dir=resume or _new_run_dir(cfg), resume=resume is not None,
+        summary = start_run(cfg, run_dir=run_dir, resume=resume is not None,
                             init_from=args.init_from, address=args.address, num_cpus=args.num_cpus,
                             dashboard=not args.no_dashboard, metrics_port=args.metrics_port)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
-    return 0
+    return 1 if summary["stopped_by"].startswith("error") else 0     # a stop request (signal) is a clean exit
 

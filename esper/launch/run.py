@@ -30,8 +30,9 @@ def start_run(cfg: RunConfig, *, run_dir: str, resume: bool = False, init_from: 
               address: str | None = None, num_cpus: int | None = None, dashboard: bool = True,
               metrics_port: int | None = None) -> dict:
     namespace = "esper-" + re.sub(r"[^A-Za-z0-9_-]", "-", os.path.basename(run_dir.rstrip("/")))
-    where = connect(address, namespace, num_cpus=num_cpus, include_dashboard=dashboard or None,
-                    metrics_port=metrics_port)
+    where, how = connect(address, namespace, num_cpus=num_cpus, include_dashboard=dashboard or None,
+                         metrics_port=metrics_port)
+    print(f"[esper] Ray: {how}", flush=True)
     try:
         nodes = alive_nodes()
         check_shared_run_dir(run_dir, len(nodes), cfg.storage.shared)

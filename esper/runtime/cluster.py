@@ -10,26 +10,23 @@ from esper.config.runtime import RuntimeConfig
 
 
 def connect(address: str | None, namespace: str, *, num_cpus: int | None = None,
-            include_dashboard: bool | None = None, metrics_port: int | None = None) -> str:
-    """Join the cluster at `address`, $RAY_ADDRESS, or a running local one; else start a local Ray.
-    `address="local"` always starts a new local Ray. Returns "cluster" or "local".
+            include_dashboard: bool | None = None, metrics_port: int | None = None) -> tuple[str, str]:
+    """Join the cluster the user asked for — `address` (`--address auto`, `host:port`, `ray://...`), else
+    $RAY_ADDRESS (set by `ray job submit`) — or start a new local Ray. A Ray that merely runs on this machine
+    is never joined unasked: it may be a previous launch shutting down, which would take our actors with it.
+    `address="local"` always starts a new one. Returns ("cluster" | "local", a line saying which and why).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address == "local":
-        address = None
-    elif address:
-        ray.init(address=address, namespace=namespace, log_to_driver=True)
-        return "cluster"
-    else:
-        try:
-            ray.init(address="auto", namespace=namespace, log_to_driver=True)
-            return "cluster"
-        except ConnectionError:
-            pass
-    ray.init(namespace=namespace, num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=True,
-             _metrics_export_port=metrics_port)
-    return "local"
+    env_address = os.environ.get("RAY_ADDRESS") or None
+    asked = address or env_address
+    if asked and asked != "local":
+        ray.init(address=asked, namespace=namespace, log_to_driver=True)
+        source = f"--address {address}" if address else f"RAY_ADDRESS={env_address}"
+        return "cluster", f"joined the Ray cluster at {ray.get_runtime_context().gcs_address} ({source})"
+    ray.init(address="local", namespace=namespace, num_cpus=num_cpus, include_dashboard=include_dashboard,
+             log_to_driver=True, _metrics_export_port=metrics_port)
+    why = "--address local" if asked == "local" else "no --address or RAY_ADDRESS; join a cluster with --address auto"
+    return "local", f"started a new local Ray ({why})"
 
 
 def alive_nodes() -> list[dict]:

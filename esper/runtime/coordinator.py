@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -61,6 +62,7 @@ class Coordinator:
         self.recent: list[EpisodeSummary] = []
         self.version: int | None = None
         self.stop_reason: str | None = None
+        self.error: str | None = None
         unit = "update" if learner is not None else "round"
         self.progress = progress or Progress(rt.total_updates if rt.total_episodes is None else None, unit)
 
@@ -88,20 +90,28 @@ class Coordinator:
         time.sleep(seconds)
 
     def run(self) -> dict:
+        """Run to the target, a stop request or an error; the summary's `stopped_by` says which
+        ("target reached", the signal's name, or "error: ..."), and a failed run never reads as a success."""
         try:
+            if self.learner is not None:
+                self._follow_learner()
             if self.learner is not None and self.cfg.runtime.mode == "async":
                 self._run_async()
             else:
                 self._run_sync()
         except StopRequested:
             pass
-        finally:
-            summary = self._finish()
-        return summary
+        except Exception as exc:                 # recorded, printed in full, and the run ends as failed
+            traceback.print_exc()
+            self.error = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            print(f"[esper] the run failed: {self.error}", flush=True)
+        return self._finish()
 
     # ------------------------------------------------------------------------------------ loops
     def _submit(self, i: int, weights):
-        return self.runners[i].sample.options(num_returns=2).remote(weights, self.n_steps)
+        # Named by the policy version, so the dashboard's Tasks view shows the run's progress.
+        name = f"sample v{self.version or 0} runner {i}"
+        return self.runners[i].sample.options(num_returns=2, name=name).remote(weights, self.n_steps)
 
     def _run_sync(self) -> None:
         weights = self.learner.get_weights.remote() if self.learner is not None else None
@@ -146,11 +156,15 @@ class Coordinator:
                     self._record(info)
                 pending[i] = self._submit(i, weights)
             if in_update is None and len(buffer) >= len(self.runners) and not self._target_reached():
-                in_update = self.learner.update.options(num_returns=2).remote(*buffer)
+                in_update = self.learner.update.options(num_returns=2, name=self._update_name()).remote(*buffer)
                 buffer = []
 
+    def _update_name(self) -> str:
+        v = self.version or 0
+        return f"update v{v} -> v{v + 1}"
+
     def _update(self, batch_refs: list):
-        stats_ref, weights_ref = self.learner.update.options(num_returns=2).remote(*batch_refs)
+        stats_ref, weights_ref = self.learner.update.options(num_returns=2, name=self._update_name()).remote(*batch_refs)
         self._wait([stats_ref])
         return self._get_update(stats_ref), weights_ref
 
@@ -164,6 +178,13 @@ class Coordinator:
             self._recover_runner(i, exc)
             return None
 
+    def _follow_learner(self) -> None:
+        """Take the update count and version from the learner's restored checkpoint: one number for updates,
+        whether the driver or the learner was the one that died (the driver's state.json may be ahead of it)."""
+        info = ray.get(self.learner.info.remote())
+        self.state.updates = int(info["updates_done"])
+        self.version = int(info["version"])
+
     def _weights_after_restart(self):
         """The restored learner's weights, once it answers (it restores its checkpoint on restart)."""
         deadline = time.monotonic() + RESTART_TIMEOUT_S
@@ -171,6 +192,7 @@ class Coordinator:
             ref = self.learner.get_weights.remote()
             try:
                 ray.get(ref)
+                self._follow_learner()
                 return ref
             except ActorUnavailableError:
                 if time.monotonic() > deadline:
@@ -252,7 +274,7 @@ class Coordinator:
         except (RayActorError, GetTimeoutError) as exc:
             print(f"[esper] a runner could not flush its telemetry: {exc}", flush=True)
         self._write_state()
-        summary = {"stopped_by": self.stop_reason or "target reached", **asdict(self.state),
+        summary = {"stopped_by": self.error or self.stop_reason or "target reached", **asdict(self.state),
                    "policy_version": self.version, "checkpoint": checkpoint, "duplicates_dropped": self.duplicates,
                    "restarts": {str(k): v for k, v in self.restarts.items()}, "run_dir": self.run_dir}
         fs, base = resolve_fs(self.run_dir)

@@ -57,6 +57,12 @@ class Learner:
                                          "device": str(self.ppo.device), "pid": os.getpid(),
                                          "node": ray.get_runtime_context().get_node_id()}))
 
+    def __repr__(self) -> str:
+        # Ray shows this once, after __init__, in the dashboard's Actors view (its Repr column).
+        restored = f", restored=v{self.restored_from}" if self.restored_from is not None else ""
+        return (f"Learner(ppo, device={self.ppo.device}, run={os.path.basename(self.run_dir.rstrip('/'))}"
+                f"{restored})")
+
     def _snapshot(self) -> dict:
         return copy.deepcopy(self.ppo.state_dict())
 

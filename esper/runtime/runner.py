@@ -42,7 +42,7 @@ def was_restarted() -> bool:
 
 class EnvRunner:
     def __init__(self, index: int, config: dict, run_dir: str, incarnation: int = 0) -> None:
-        self.index = index
+        self.index, self.run_dir = index, run_dir
         self.cfg = cfg = RunConfig.model_validate(config)
         self.restarted = was_restarted()
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
@@ -61,6 +61,11 @@ class EnvRunner:
         self.hub.emit("system", kind="actor_restart" if self.restarted else "actor_start", actor=f"esper-runner-{index}",
                       detail=json.dumps({"device": str(self.ctx.device), "envs": cfg.runtime.envs_per_runner,
                                          "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
+
+    def __repr__(self) -> str:
+        # Ray shows this once, after __init__, in the dashboard's Actors view (its Repr column).
+        return (f"EnvRunner(runner={self.index}, envs={self.vec.num_envs}, device={self.ctx.device}, "
+                f"policy={self.cfg.runtime.policy}, run={os.path.basename(self.run_dir.rstrip('/'))})")
 
     def resume(self, in_progress: dict[int, tuple[int, int]]) -> None:
         """After a restart: re-run each env's interrupted episode (same seed) with attempt + 1."""

@@ -33,6 +33,13 @@ class DataConfig(BaseModel):
         return v
 
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of this dataset's images, known without loading them (the config check builds the host on it)."""
+        return {"fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}.get(self.dataset,
+                                                                           (3, self.image_size, self.image_size))
+
+
 class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
