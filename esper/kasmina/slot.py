@@ -35,6 +35,9 @@ class SeedSlot(nn.Module):
         self.blueprint_params = blueprint_params or {}
         self.seed: nn.Module | None = None
         self.fossils = nn.ModuleList()
+        # What each fossil was made from, in `fossils` order: {"blueprint": id, "params": shape settings}.
+        # With the slot's channel count it rebuilds the fossil's structure (esper.kasmina.grown).
+        self.fossil_specs: list[dict[str, Any]] = []
         self.register_buffer("alpha", torch.zeros(()))
         self.bypass_live_seed = False                  # GradientIsolationMonitor's host-only pass
         self.counterfactual = False                    # evaluate with the live seed's effect inverted
@@ -145,10 +148,26 @@ class SeedSlot(nn.Module):
         if target is S.BLENDING:
             self.alpha.fill_(0.0)
         elif target is S.FOSSILIZED:
-            self.fossils.append(self.seed)             # the seed joins the host for good
+            self.add_fossil(self.blueprint, self.blueprint_params.get(self.blueprint), self.seed)   # joins the host
             self.seed = None
             self.alpha.fill_(0.0)
         return gate, event
+
+    def add_fossil(self, blueprint_id: str, params: dict[str, Any] | None = None,
+                   module: nn.Module | None = None) -> nn.Module:
+        """Append a fossil and record the blueprint and shape settings it was made from (`fossil_specs`).
+
+        `module` is the seed that passed G5; without one (rebuilding a saved model) a fresh
+        `create_seed(blueprint_id, channels, params)` is built on the slot's device, for the caller to
+        load its weights into."""
+        params = dict(params or {})
+        if module is None:
+            module = create_seed(blueprint_id, self.channels, params).to(device=self.device, dtype=self.dtype)
+            module.train(self.training)
+        self.fossils.append(module)
+        self.fossil_specs.append({"blueprint": blueprint_id, "params": params})
+        self.graph_version += 1
+        return module
 
     def cull(self, epoch: int, reason: str) -> SeedEvent:
         event = self._move(S.CULLED, epoch, reason, None)
@@ -217,6 +236,7 @@ class SeedSlot(nn.Module):
         """Back to an empty slot with no fossils (a new episode)."""
         self.seed = None
         self.fossils = nn.ModuleList()
+        self.fossil_specs = []
         self.alpha.fill_(0.0)
         self.stage = S.DORMANT
         self.blueprint = None
