@@ -294,7 +294,7 @@ def test_short_episode_on_the_real_subset(subset):
         _, reward, terminated, truncated, info = env.step(action)
         assert math.isfinite(reward) and 0.0 <= info["val_acc"] <= 1.0
         done, steps = terminated or truncated, steps + 1
-    acc = info["episode"].final_test_acc
+    acc = info["esper_episode"].final_test_acc
     assert steps == 8 and math.isfinite(acc) and 0.2 < acc <= 1.0   # chance is 0.1
 
 

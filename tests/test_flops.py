@@ -236,3 +236,26 @@ def test_tally_adds_and_resets():
     assert (t.training, t.decision, t.evaluation, t.total) == (30, 5, 4, 39)
     t.reset()
     assert t.as_dict()["total_flops"] == 0
+
+
+# ------------------------------------------------------------------------- in the environment's episode
+def test_an_episode_records_its_compute_in_the_summary():
+    from esper.simic import EnvConfig, MorphogeneticEnv
+    from esper.tolaria import DataConfig, TolariaConfig, TrainingConfig
+
+    tolaria = TolariaConfig(data=DataConfig(train_size=256, val_size=128, test_size=128, image_size=16),
+                            training=TrainingConfig(device="cpu", batches_per_step=2, eval_batch_size=64))
+    env = MorphogeneticEnv(tolaria=tolaria, env=EnvConfig(max_epochs=12))
+    env.reset(seed=0)
+    done, info = False, {}
+    while not done:                                   # the static host: WAIT every step
+        _, _, term, trunc, info = env.step(0)
+        done = term or trunc
+    s = info["esper_episode"]
+    counter = FlopCounter((3, 16, 16))
+    per_batch = counter.train_flops(env.core.model, 64)
+    assert s.training_flops == per_batch * 2 * 12
+    val_pass = counter.eval_pass_flops(env.core.model, 128, 64)
+    test_pass = counter.eval_pass_flops(env.core.model, 128, 64)
+    assert s.evaluation_flops == val_pass * (12 + 1) + test_pass       # the reset's baseline + each step + test
+    assert s.decision_flops == 0 and s.wall_seconds > 0               # nothing to decide about without a seed

@@ -140,3 +140,32 @@ def test_parquet_export_reads_back(run_dir, tmp_path, capsys):
     assert export_main([str(tmp_path / "empty"), str(tmp_path / "x")]) == 1
     with pytest.raises(ValueError, match="unknown event type"):
         export_main([run_dir, out, "--events", "stepz"])
+
+
+def test_episode_files_written_before_the_compute_columns_stay_readable(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from esper.leyline import EpisodeSummary
+    from esper.leyline.events import EPISODE
+    from esper.nissa.records import emit_episode
+
+    added = {"training_flops", "decision_flops", "evaluation_flops", "wall_seconds"}
+    old = pa.schema([f for f in EPISODE if f.name not in added], metadata=EPISODE.metadata)
+    (tmp_path / "telemetry" / "episode").mkdir(parents=True)
+    row = {f.name: None for f in old} | {"time": dt.datetime.now(dt.timezone.utc), "process": "old",
+                                          "episode_id": "old-0", "final_test_acc": 0.5}
+    with ipc.new_file(str(tmp_path / "telemetry" / "episode" / "old-0.arrow"), old) as w:
+        w.write_table(pa.Table.from_pylist([row], schema=old))
+    configure_hub(str(tmp_path), TelemetryConfig(profile="standard", console=False), "new")
+    emit_episode(EpisodeSummary(episode_id="new-0", attempt=0, env_seed=1, epochs=2, episode_return=1.0,
+                                final_val_acc=0.5, final_test_acc=0.6, best_val_acc=0.6, seeds_germinated=0,
+                                seeds_fossilized=0, seeds_culled=0, params_host=1, params_added=0, rollbacks=0,
+                                training_flops=123), "ppo")
+    reset_hub()
+    rows = read_events(str(tmp_path), "episode").select(["episode_id", "final_test_acc", "training_flops"])
+    assert sorted(rows.to_pylist(), key=lambda r: r["episode_id"]) == [
+        {"episode_id": "new-0", "final_test_acc": pytest.approx(0.6), "training_flops": 123},
+        {"episode_id": "old-0", "final_test_acc": 0.5, "training_flops": None}]

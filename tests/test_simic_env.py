@@ -228,7 +228,7 @@ def _fossilize_on_shortest_path(ctx, seed: int = 0) -> None:
                 assert ev.gate.passed, ev.gate
             seen[(ev.from_stage, ev.to_stage)] = t
     assert seen == expected
-    summary = steps[-1][4]["episode"]
+    summary = steps[-1][4]["esper_episode"]
     assert summary.seeds_germinated == 1 and summary.seeds_fossilized == 1 and summary.seeds_culled == 0
     assert env.core.model.slots[0].stage is S.DORMANT and len(env.core.model.slots[0].fossils) == 1
 
@@ -269,7 +269,7 @@ def test_default_gates_refuse_only_on_measured_numbers(splits):
                 failed = {c for c, ok in ev.gate.checks.items() if not ok}
                 assert failed and failed <= measured and not failed & timing, ev.gate
                 assert ev.from_stage == ev.to_stage and ev.reason == ev.gate.reason
-    summary = steps[-1][4]["episode"]
+    summary = steps[-1][4]["esper_episode"]
     assert summary.seeds_culled == 0 and summary.seeds_germinated == 1
 
 
@@ -360,8 +360,8 @@ def test_episode_summary_is_consistent_with_the_actions(splits):
     _, info0, steps = run_episode(env, lambda e: next(it), seed=11, options={"episode_id": "ep-x"})
     assert len(steps) == len(plan) == 12
     last = steps[-1][4]
-    summary: EpisodeSummary = last["episode"]
-    assert all("episode" not in s[4] for s in steps[:-1])
+    summary: EpisodeSummary = last["esper_episode"]
+    assert all("esper_episode" not in s[4] for s in steps[:-1])
     slots = env.core.model.slots
     assert slots[0].stage is S.DORMANT and len(slots[0].fossils) == 1
     assert slots[1].stage in (S.EMBARGOED, S.RESETTING, S.DORMANT) and not slots[1].fossils
@@ -406,8 +406,8 @@ def test_vector_env_equals_separate_envs_across_autoreset(ctx):
             stages_seen.update(s.stage for s in env.core.model.slots)
             if term:
                 assert np.array_equal(vinfos["final_obs"][k], obs)
-                s_summaries.append(info["episode"])
-                v_summaries.append(vinfos["final_info"]["episode"][k])
+                s_summaries.append(info["esper_episode"])
+                v_summaries.append(vinfos["final_info"]["esper_episode"][k])
                 seq = t // MAX_EPOCHS + 1
                 obs, info = env.reset(seed=derive_seed(base_seed, k, seq), options={"episode_id": f"e{k}-{seq}"})
                 assert vinfos["episode_id"][k] == f"e{k}-{seq}"
@@ -451,7 +451,7 @@ def test_heuristic_drives_an_episode_with_legal_decisions(splits):
         kinds.append(d.action.kind.name)
         obs, r, term, trunc, info = env.step(d.index)
     assert term
-    summary = info["episode"]
+    summary = info["esper_episode"]
     assert summary.actions == {k: kinds.count(k) for k in set(kinds)}
     assert summary.seeds_germinated == kinds.count("GERMINATE") >= 1
     assert summary.seeds_culled == kinds.count("CULL")
@@ -496,7 +496,7 @@ def test_governor_culls_a_diverging_seed_and_rolls_the_host_back(ctx_relaxed, hu
         obs, r, term, trunc, info = env.step(0)
         assert info["rolled_back"] is False and np.isfinite(obs).all()
     assert all(torch.isfinite(p).all() for p in core.model.parameters())
-    summary = info["episode"]
+    summary = info["esper_episode"]
     assert summary.rollbacks == 1 and summary.seeds_culled == 1 and summary.seeds_germinated == 1
     assert summary.epochs == ctx.max_epochs and math.isfinite(summary.final_test_acc)
     reset_hub()                                               # flush, then read the telemetry back
@@ -574,7 +574,7 @@ def test_same_seed_same_episode(ctx):
     for (aa, ao, ar, at, ai), (ba, bo, br, bt, bi) in zip(a, b, strict=True):
         assert aa == ba and np.array_equal(ao, bo) and ar == br and at == bt
         assert ai["reward_components"] == bi["reward_components"] and ai["val_acc"] == bi["val_acc"]
-    assert a[-1][4]["episode"] == b[-1][4]["episode"]
+    assert a[-1][4]["esper_episode"] == b[-1][4]["esper_episode"]
     assert any(ai["seed_events"] for *_, ai in a)            # the episode did grow seeds
     c0, c = play(43)
     assert not np.array_equal(a0, c0) or any(not np.array_equal(x[1], y[1]) for x, y in zip(a, c))

@@ -87,6 +87,11 @@ EPISODE = _schema("episode", _EPISODE_KEY + [
     pa.field("params_added", pa.int64()),
     pa.field("rollbacks", pa.int32()),
     pa.field("actions", pa.string()),        # JSON object: action kind -> count
+    # Added later (files written before lack them: readers see nulls there).
+    pa.field("training_flops", pa.int64()),
+    pa.field("decision_flops", pa.int64()),
+    pa.field("evaluation_flops", pa.int64()),
+    pa.field("wall_seconds", pa.float32()),
 ])
 
 LEARNER = _schema("learner", [

@@ -67,6 +67,12 @@ class EpisodeSummary:
     policy_version: int = -1
     actions: dict[str, int] = field(default_factory=dict)
     env_index: int = -1
+    # Compute (tolaria.flops): forward + backward of every batch trained; the counterfactual evaluations only
+    # growth needs; validation and test passes. Wall-clock from reset to the last step.
+    training_flops: int = 0
+    decision_flops: int = 0
+    evaluation_flops: int = 0
+    wall_seconds: float = field(default=0.0, compare=False)      # timing, not what happened
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,7 @@
 """What every environment on one device shares: settings, the data on the device, schema and action space."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -11,6 +11,7 @@ from esper.simic.config import EnvConfig, check_episode_fits
 from esper.tamiyo import Policy, TamiyoConfig
 from esper.tamiyo.policies import make_policy
 from esper.tolaria import DeviceData, Splits, TolariaConfig, load_splits
+from esper.tolaria.flops import FlopCounter
 
 
 @dataclass
@@ -23,6 +24,10 @@ class EnvContext:
     data: DeviceData
     schema: TensorSchema
     space: ActionSpace
+    flops: FlopCounter = field(init=False)     # per-architecture FLOP counts, shared by every env on this context
+
+    def __post_init__(self) -> None:
+        self.flops = FlopCounter(self.data.input_shape)
 
     @property
     def max_epochs(self) -> int:

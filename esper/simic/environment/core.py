@@ -10,13 +10,19 @@
 envs before the next, with one synchronisation for all of them (docs/architecture.md, "One env step").
 
 The env knows no policy and writes no telemetry: `finish_step` returns its step, seed, rollback and
-diagnostic rows in `info["records"]` and the finished episode in `info["episode"]`; whoever drives
-the env (MorphogeneticEnv for a user stepping by hand, the Sampler for training) emits them through
-`esper.nissa.records`, tagged with what it knows (the policy).
+diagnostic rows in `info["records"]` and the finished episode in `info["esper_episode"]` (an
+`EpisodeSummary`; not `info["episode"]`, which Gymnasium's `RecordEpisodeStatistics` and the RL libraries'
+monitors own); whoever drives the env (MorphogeneticEnv for a user stepping by hand, the Sampler for
+training) emits them through `esper.nissa.records`, tagged with what it knows (the policy).
+
+An episode ends after `max_epochs` steps (terminated) or, when `reset` is given a shorter `horizon`,
+after `horizon` steps (truncated: the env cuts it itself, e.g. for a Gymnasium `TimeLimit`, so the last
+step still runs the test split and reports the summary). Without a horizon it is `max_epochs`.
 """
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import numpy as np
@@ -31,6 +37,7 @@ from esper.simic.environment.probe import diagnostic_probe
 from esper.simic.environment.rewards import RewardBreakdown, compute_reward, potential
 from esper.tamiyo import SignalTracker, action_mask, describe_illegal
 from esper.tolaria import BatchStream, HostTrainer, counterfactual, summarise
+from esper.tolaria.flops import ComputeTally
 
 S = SeedStage
 MEASURED = (S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY)   # stages with a counterfactual each step
@@ -80,11 +87,17 @@ class EnvCore:
         if self.batches_per_step is None:
             self.batches_per_step = self.stream.batches_per_epoch
         self.layout = StepStatsLayout(self.n_slots)
+        self.horizon = ctx.max_epochs         # the step that ends the episode: max_epochs, or earlier (truncated)
         self.model = None
 
     # ------------------------------------------------------------------------------------ episode
-    def reset(self, seed: int, episode_id: str, attempt: int = 0) -> tuple[np.ndarray, dict]:
+    def reset(self, seed: int, episode_id: str, attempt: int = 0,
+              horizon: int | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode; `horizon` (≥ 1) cuts it after that many steps (truncated), if under `max_epochs`."""
         ctx = self.ctx
+        if horizon is not None and int(horizon) < 1:
+            raise ValueError(f"horizon must be at least 1 step, got {horizon}")
+        self.horizon = ctx.max_epochs if horizon is None else min(int(horizon), ctx.max_epochs)
         self.seed, self.episode_id, self.attempt = int(seed), episode_id, attempt
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, 0))
@@ -100,7 +113,10 @@ class EnvCore:
         self.action_counts: Counter[str] = Counter()
         self.health: GradientHealth | None = None
         self.final_test_acc = float("nan")
+        self.compute = ComputeTally()
+        self.started = time.perf_counter()
         val = self.trainer.evaluate(ctx.data, "val").cpu().numpy()           # the episode's baseline
+        self._count_eval("val", self.compute.add_evaluation)
         val_loss, val_acc = summarise(val)
         self.tracker.reset(val_loss, val_acc)
         for s in self.model.slots:
@@ -160,6 +176,9 @@ class EnvCore:
         self.collector.reset()
         self.trainer.train_metrics.zero_()
         self.governor.snapshot(self.model, self.trainer.host_opt)
+        # The step's training runs on the architecture the action just made (a cached count: no device work).
+        self.compute.add_training(self.ctx.flops.train_flops(self.model, self.ctx.tolaria.training.batch_size),
+                                  batches=self.batches_per_step)
 
     def _record(self, gate: GateResult, event: SeedEvent | None, slot, index: int) -> None:
         if event is None:   # a failed gate: the seed stays; report the refusal
@@ -176,14 +195,24 @@ class EnvCore:
         for t in (self.val_acc_t, self.cf_t, self.cf_base_t, self.test_t):
             t.zero_()
         tr.evaluate(data, "val", out=self.val_acc_t)
+        self._count_eval("val", self.compute.add_evaluation)
         measured = [i for i, s in enumerate(self.model.slots) if s.seed is not None and s.stage in MEASURED]
-        if measured and cf_batches is not None:
+        if measured and cf_batches is not None:     # the counterfactuals are what only growth needs: decisions
             tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_base_t)
+            self._count_eval("val", self.compute.add_decision, max_batches=cf_batches)
         for i in measured:
             with counterfactual(self.model, i):
                 tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_t[i])
-        if self.epoch + 1 >= self.ctx.max_epochs:
+            self._count_eval("val", self.compute.add_decision, max_batches=cf_batches, switched_off=i)
+        if self.epoch + 1 >= self.horizon:           # the episode's last step, terminated or truncated
             tr.evaluate(data, "test", out=self.test_t)
+            self._count_eval("test", self.compute.add_evaluation)
+
+    def _count_eval(self, split: str, add, max_batches: int | None = None, switched_off: int | None = None) -> None:
+        """Book one evaluation pass over `split` (with slot `switched_off`'s seed inverted, if given)."""
+        samples = len(self.ctx.data.val_y if split == "val" else self.ctx.data.test_y)
+        add(self.ctx.flops.eval_pass_flops(self.model, samples, self.ctx.tolaria.training.eval_batch_size,
+                                           max_batches=max_batches, counterfactual=switched_off))
 
     def device_stats(self) -> torch.Tensor:
         return torch.cat([self.trainer.train_metrics, self.val_acc_t, self.cf_t.flatten(), self.cf_base_t,
@@ -213,8 +242,10 @@ class EnvCore:
                 self.rollbacks += 1
                 rolled_back = True
                 val_loss, val_acc = summarise(self.trainer.evaluate(ctx.data, "val").cpu().numpy())
-                if self.epoch + 1 >= ctx.max_epochs:
+                self._count_eval("val", self.compute.add_evaluation)
+                if self.epoch + 1 >= self.horizon:
                     test = self.trainer.evaluate(ctx.data, "test").cpu().numpy()
+                    self._count_eval("test", self.compute.add_evaluation)
             self.trainer.sync_optimizers()
             records.append(("system", {"kind": "rollback" if rolled_back else "governor_cull", "actor": self.episode_id,
                                        "detail": json.dumps({"epoch": self.epoch, "reason": verdict.reason,
@@ -235,6 +266,7 @@ class EnvCore:
         sig = self.tracker.update(self.epoch + 1, train_loss, train_acc, val_loss, val_acc)
         self.epoch += 1
         terminal = self.epoch >= ctx.max_epochs
+        truncated = not terminal and self.epoch >= self.horizon       # cut short: no terminal reward, Φ kept
         phi_next = potential([s.stage for s in model.slots], self.fossil_count(), ctx.env.reward)
         reward = compute_reward(ctx.env.reward, gamma=ctx.gamma, prev_val_acc=prev_val_acc, val_acc=sig.val_acc,
                                 fossilized_contributions=self.fossilized_contributions,
@@ -251,10 +283,10 @@ class EnvCore:
         records += [("diagnostic", row) for row in
                     diagnostic_probe(model, ctx.data, ctx.tolaria.training.batch_size, self._key(), self.epoch)]
         info["records"] = records
-        if terminal:
+        if terminal or truncated:
             self.final_test_acc = summarise(test)[1]
-            info["episode"] = self.summary()
-        return self.obs.copy(), float(reward.total), terminal, False, info
+            info["esper_episode"] = self.summary()
+        return self.obs.copy(), float(reward.total), terminal, truncated, info
 
     def summary(self) -> EpisodeSummary:
         """The episode so far; `policy_version` stays unset (-1): the env knows no policy, its driver tags it."""
@@ -264,7 +296,9 @@ class EnvCore:
             final_test_acc=self.final_test_acc, best_val_acc=self.tracker.best_val_acc,
             seeds_germinated=self.germinated, seeds_fossilized=self.fossilized, seeds_culled=self.culled,
             params_host=self.model.host_param_count, params_added=self.model.params_added(),
-            rollbacks=self.rollbacks, actions=dict(self.action_counts), env_index=self.env_index)
+            rollbacks=self.rollbacks, actions=dict(self.action_counts), env_index=self.env_index,
+            training_flops=self.compute.training, decision_flops=self.compute.decision,
+            evaluation_flops=self.compute.evaluation, wall_seconds=time.perf_counter() - self.started)
 
     # ------------------------------------------------------------------------------------ records
     def _key(self) -> dict:

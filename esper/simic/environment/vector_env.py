@@ -5,7 +5,8 @@ batches and dispatches every env's batch (each on its own CUDA stream), so kerne
 K envs overlap; all data is one device-resident copy shared by the K envs; metrics stay on the
 device and the whole step synchronises once. Envs that finish reset at once (Gymnasium's
 SAME_STEP autoreset: the returned observation starts the new episode, the last one is in
-`infos["final_obs"]`, its info in `infos["final_info"]`). Each env's telemetry rows come back in
+`infos["final_obs"]`, its info in `infos["final_info"]`, the episode's `EpisodeSummary` in
+`infos["final_info"]["esper_episode"]`). Each env's telemetry rows come back in
 `infos["records"]` (an object array, one list per env) for the driver to emit. On CPU the same
 code runs without streams.
 """

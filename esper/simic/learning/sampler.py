@@ -68,7 +68,7 @@ class Sampler:
             for k in ended:         # the step's own last observation and mask, not the next episode's first
                 final_obs[k] = infos["final_obs"][k]
                 final_masks[k] = infos["final_info"]["action_mask"][k]
-                episodes.append(replace(infos["final_info"]["episode"][k], policy_version=version))
+                episodes.append(replace(infos["final_info"]["esper_episode"][k], policy_version=version))
             self._emit(hub, t, keys, decisions, obs_buf[t], mask_buf[t], rewards[t], dones[t], final_obs,
                        final_masks, version)
             if ended:
