@@ -5,15 +5,15 @@
 
 Prints one JSON line per figure (and writes them to --out):
   setup             device, torch threads, data sizes, batches per step, episode length
-  step_components   ms per env step of each phase of one heuristic episode, measured by wrapping the
-                    library's own functions (no library change): begin_step (action + governor snapshot),
-                    train (the batches), val_eval, counterfactual (the with/without-seed evaluations),
-                    test_eval (last step, amortised), signals (SignalTracker + observation), policy
-                    (heuristic decision: policy_decision), telemetry (step/seed rows built by the env and emitted by the sampler, decision and
-                    transition rows from the sampler, the final flush; a configured hub writing Arrow
-                    files to a temporary directory), governor (divergence check), finish_other (gates,
-                    reward, slot bookkeeping), vector_other (the one host sync, info assembly); plus
-                    `overhead_frac` = share of everything but train + val_eval (target < 5%)
+  step_components   ms per env step of each phase of one heuristic episode, read through the library's
+                    phase hooks (`VectorEnv.timer`, `Sampler(timer=...)`: esper.simic.environment.core.PhaseTimer):
+                    begin_step (action + governor snapshot), train (the batches), val_eval, counterfactual (the
+                    with/without-seed evaluations), test_eval (last step, amortised), signals (SignalTracker +
+                    observation), policy_decision (the heuristic), telemetry (the env's rows built, everything the
+                    sampler emits, the final flush; a configured hub writing Arrow files to a temporary directory),
+                    governor (snapshot, divergence check, any rollback), probe (diagnostics), finish_other (gates,
+                    reward, slot bookkeeping), vector_other (info assembly); plus `overhead_frac` = share of
+                    everything but train + val_eval (target < 5%)
   env_throughput    env-steps/s of one MorphogeneticEnv driven by the heuristic, and of VectorEnv
                     with K = 1, 2, 4 through the Sampler (no telemetry configured)
   final_test_acc    per (policy, seed) episode, then `accuracy_summary`: mean ± std per policy and the
@@ -32,17 +32,15 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 
-import esper.simic.environment.core as core_mod
-import esper.simic.learning.sampler as sampler_mod
 from esper.config import RunConfig, load_config
 from esper.nissa import TelemetryConfig, available_events, read_events, reset_hub
 from esper.simic import MorphogeneticEnv, SequentialEpisodes, VectorEnv, derive_seed, make_context
 from esper.simic.learning.sampler import Sampler
 from esper.nissa import configure_run_telemetry
-from esper.tolaria import HostTrainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_episodes import run_policy  # noqa: E402
@@ -54,37 +52,34 @@ QUICK = ["tolaria.data.train_size=512", "tolaria.data.val_size=256", "tolaria.da
 
 
 class Timers:
-    """Accumulates wall time per name; wraps callables. Synchronises CUDA so device work is attributed.
+    """The phase timer the env and the Sampler call (esper.simic.environment.core.PhaseTimer): wall time per
+    phase name. Synchronises CUDA so device work is attributed to the phase that queued it.
 
-    Calls made while a `scope` wrapper runs (the episode reset) are booked under "<scope>:<name>", so
-    the reset's own evaluation and observation do not count as per-step work."""
+    Phases inside the episode reset are booked under "reset:<phase>", so the reset's own evaluation
+    does not count as per-step work."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self.scope: str | None = None
+        self.stack: list[str] = []
         self.clear()
 
     def clear(self) -> None:
         self.ms: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
-    def wrap(self, name, fn, scope: bool = False):
-        def timed(*args, **kwargs):
-            key = name if isinstance(name, str) else name(*args, **kwargs)
-            if self.scope is not None:
-                key = f"{self.scope}:{key}"
-            outer, t0 = self.scope, time.perf_counter()
-            if scope:
-                self.scope = key
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.scope = outer
-                if self.cuda:
-                    torch.cuda.synchronize()
-                self.ms[key] += (time.perf_counter() - t0) * 1e3
-                self.calls[key] += 1
-        return timed
+    @contextmanager
+    def __call__(self, phase: str):
+        key = f"reset:{phase}" if "reset" in self.stack else phase
+        self.stack.append(phase)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stack.pop()
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.ms[key] += (time.perf_counter() - t0) * 1e3
+            self.calls[key] += 1
 
 
 def emit(fig: dict, out) -> None:
@@ -106,36 +101,11 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
     vec = VectorEnv(ctx, 1, SequentialEpisodes(derive_seed(seed, 0), prefix="bench"))
     policy = ctx.make_policy("heuristic", cfg.tamiyo)
     sampler = Sampler(vec, policy)
-    core = vec.cores[0]
     run_dir = tempfile.mkdtemp(prefix="esper-bench-env-")
     configure_run_telemetry(run_dir, TelemetryConfig(profile="standard", console=False), "bench", ctx.schema,
                             ctx.space)
 
-    # Wrap the library's own functions (instances, or classes/modules where objects are rebuilt per episode).
-    for name in ("begin_step", "train_batch", "evaluate", "device_stats", "finish_step", "_step_records"):
-        setattr(core, name, tm.wrap(name, getattr(core, name)))
-    core.reset = tm.wrap("reset", core.reset, scope=True)
-    core.tracker.update = tm.wrap("tracker_update", core.tracker.update)
-    core.governor.judge = tm.wrap("governor_judge", core.governor.judge)
-    core.governor.snapshot = tm.wrap("governor_snapshot", core.governor.snapshot)
-    core.governor.rollback = tm.wrap("governor_rollback", core.governor.rollback)
-    vec.step = tm.wrap("vec_step", vec.step)
-    vec._vector_info = tm.wrap("vector_info", vec._vector_info)
-    policy.act = tm.wrap("policy", policy.act)
-    sampler._emit = tm.wrap("sampler_emit", sampler._emit)
-    orig_write, orig_emit_records = core_mod.write_observation, sampler_mod.emit_records
-    sampler_mod.emit_records = tm.wrap("emit_records", orig_emit_records)
-    orig_eval = HostTrainer.evaluate
-
-    def eval_kind(self, data, split="val", max_batches=None, out=None):
-        if split == "test":
-            return "test_eval"
-        if out is None:
-            return "eval_rollback"      # re-evaluation after a governor rollback
-        return "val_eval" if out is core.val_acc_t else "counterfactual"
-
-    core_mod.write_observation = tm.wrap("write_observation", orig_write)
-    HostTrainer.evaluate = tm.wrap(eval_kind, orig_eval)
+    vec.timer = sampler.timer = tm            # the library's own phase hooks: nothing is patched
     try:
         t0 = time.perf_counter()
         sampler.start()
@@ -153,29 +123,26 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
         reset_hub()                              # flush the telemetry buffers: part of its cost
         flush_ms = (time.perf_counter() - t0) * 1e3
     finally:
-        core_mod.write_observation, sampler_mod.emit_records = orig_write, orig_emit_records
-        HostTrainer.evaluate = orig_eval
         reset_hub()
     rows_written = {et: read_events(run_dir, et).num_rows for et in available_events(run_dir)}
     shutil.rmtree(run_dir, ignore_errors=True)
     ms = tm.ms
     train, val, cf, test = ms["train_batch"], ms["val_eval"], ms["counterfactual"], ms["test_eval"]
-    telemetry = ms["_step_records"] + ms["emit_records"] + ms["sampler_emit"] + flush_ms
-    signals = ms["tracker_update"] + ms["write_observation"]
-    governor = ms["governor_judge"] + ms["governor_snapshot"] + ms["governor_rollback"] + ms["eval_rollback"]
-    finish_nested = (ms["_step_records"] + ms["tracker_update"] + ms["write_observation"]
-                     + ms["governor_judge"] + ms["governor_rollback"] + ms["eval_rollback"])
-    vector_other = ms["vec_step"] - (ms["begin_step"] + train + ms["evaluate"] + ms["device_stats"]
-                                     + ms["finish_step"] + ms["reset"])
+    telemetry = ms["records"] + ms["emit"] + flush_ms
+    signals = ms["signals"]
+    governor = ms["governor"] + ms["governor_snapshot"]          # governor includes the rollback's re-evaluation
+    vector_other = ms["vector_step"] - (ms["begin_step"] + train + ms["evaluate"] + ms["device_stats"]
+                                        + ms["finish_step"] + ms["reset"] + ms["vector_info"])
     step_ms = (total_ms - ms["reset"] + flush_ms) / T     # the autoreset at the episode's end is reported apart
     comps = {
         "train": train, "val_eval": val, "counterfactual": cf, "test_eval": test, "signals": signals,
         "policy_decision": ms["policy"], "telemetry": telemetry, "governor": governor,
         "begin_other": ms["begin_step"] - ms["governor_snapshot"],
-        "finish_other": ms["finish_step"] - finish_nested,
+        "finish_other": ms["finish_step"] - (ms["governor"] + signals + ms["records"] + ms["probe"]),
+        "probe": ms["probe"],
         "evaluate_other": ms["evaluate"] - (val + cf + test),
         "device_stats": ms["device_stats"], "vector_other": vector_other,
-        "sampler_other": total_ms - (ms["vec_step"] + ms["policy"] + ms["sampler_emit"] + ms["emit_records"]),
+        "sampler_other": total_ms - (ms["vector_step"] + ms["policy"] + ms["emit"]),
     }
     comps = {k: v / T for k, v in comps.items()}
     overhead = step_ms - comps["train"] - comps["val_eval"]
@@ -184,8 +151,8 @@ def bench_components(cfg: RunConfig, ctx, seed: int) -> dict:
         "figure": "step_components", "unit": "ms per env step", "policy": "heuristic", "steps": T,
         "step_ms": r3(step_ms), **{k: r3(v) for k, v in comps.items()},
         "signals_plus_policy": r3(comps["signals"] + comps["policy_decision"]),
-        "telemetry_env_rows": r3((ms["_step_records"] + ms["emit_records"]) / T),
-        "telemetry_sampler_rows": r3(ms["sampler_emit"] / T),
+        "telemetry_env_rows": r3(ms["records"] / T),
+        "telemetry_emit": r3(ms["emit"] / T),
         "vector_info_ms": r3(ms["vector_info"] / T),
         "overhead_frac": r3(overhead / step_ms),
         "overhead_frac_ex_counterfactual": r3((overhead - comps["counterfactual"]) / step_ms),

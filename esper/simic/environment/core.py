@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -45,6 +47,21 @@ MEASURED = (S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY)   # stages with
 
 class IllegalActionError(ValueError):
     pass
+
+
+class PhaseTimer(Protocol):
+    """Times a named phase: `with timer("val_eval"): ...`. EnvCore, VectorEnv and the Sampler call theirs around
+    each phase of a step, so a benchmark or profiler can attribute time without patching anything; the
+    default, `no_timer`, does nothing (one reused null context: ~0.1 µs a phase)."""
+
+    def __call__(self, phase: str) -> AbstractContextManager: ...
+
+
+_NOTHING = nullcontext()
+
+
+def no_timer(phase: str) -> AbstractContextManager:
+    return _NOTHING
 
 
 class StepStatsLayout:
@@ -87,6 +104,7 @@ class EnvCore:
         if self.batches_per_step is None:
             self.batches_per_step = self.stream.batches_per_epoch
         self.layout = StepStatsLayout(self.n_slots)
+        self.timer: PhaseTimer = no_timer
         self.horizon = ctx.max_epochs         # the step that ends the episode: max_epochs, or earlier (truncated)
         self.model = None
 
@@ -175,7 +193,8 @@ class EnvCore:
         self.trainer.set_progress(self.epoch / self.ctx.max_epochs)
         self.collector.reset()
         self.trainer.train_metrics.zero_()
-        self.governor.snapshot(self.model, self.trainer.host_opt)
+        with self.timer("governor_snapshot"):
+            self.governor.snapshot(self.model, self.trainer.host_opt)
         # The step's training runs on the architecture the action just made (a cached count: no device work).
         self.compute.add_training(self.ctx.flops.train_flops(self.model, self.ctx.tolaria.training.batch_size),
                                   batches=self.batches_per_step)
@@ -194,19 +213,22 @@ class EnvCore:
         cf_batches = self.ctx.tolaria.training.counterfactual_batches
         for t in (self.val_acc_t, self.cf_t, self.cf_base_t, self.test_t):
             t.zero_()
-        tr.evaluate(data, "val", out=self.val_acc_t)
-        self._count_eval("val", self.compute.add_evaluation)
+        with self.timer("val_eval"):
+            tr.evaluate(data, "val", out=self.val_acc_t)
+            self._count_eval("val", self.compute.add_evaluation)
         measured = [i for i, s in enumerate(self.model.slots) if s.seed is not None and s.stage in MEASURED]
-        if measured and cf_batches is not None:     # the counterfactuals are what only growth needs: decisions
-            tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_base_t)
-            self._count_eval("val", self.compute.add_decision, max_batches=cf_batches)
-        for i in measured:
-            with counterfactual(self.model, i):
-                tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_t[i])
-            self._count_eval("val", self.compute.add_decision, max_batches=cf_batches, switched_off=i)
+        with self.timer("counterfactual"):          # what only growth needs: decision compute
+            if measured and cf_batches is not None:
+                tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_base_t)
+                self._count_eval("val", self.compute.add_decision, max_batches=cf_batches)
+            for i in measured:
+                with counterfactual(self.model, i):
+                    tr.evaluate(data, "val", max_batches=cf_batches, out=self.cf_t[i])
+                self._count_eval("val", self.compute.add_decision, max_batches=cf_batches, switched_off=i)
         if self.epoch + 1 >= self.horizon:           # the episode's last step, terminated or truncated
-            tr.evaluate(data, "test", out=self.test_t)
-            self._count_eval("test", self.compute.add_evaluation)
+            with self.timer("test_eval"):
+                tr.evaluate(data, "test", out=self.test_t)
+                self._count_eval("test", self.compute.add_evaluation)
 
     def _count_eval(self, split: str, add, max_batches: int | None = None, switched_off: int | None = None) -> None:
         """Book one evaluation pass over `split` (with slot `switched_off`'s seed inverted, if given)."""
@@ -229,27 +251,11 @@ class EnvCore:
         val_loss, val_acc = summarise(val)
         base_acc = summarise(cf_base)[1] if ctx.tolaria.training.counterfactual_batches else val_acc
 
-        verdict = self.governor.judge(model, train_loss, health)
-        rolled_back = False
-        if verdict.diverged:
-            for i in verdict.culprits:
-                if model.slots[i].is_live:
-                    self.step_events.append((model.slots[i].cull(self.epoch, f"governor: {verdict.reason}"), None))
-                    self.culled += 1
-            if verdict.host_affected:
-                self.governor.rollback(self.trainer.host_opt)
-                self.trainer.invalidate()          # optimizer buffers may have been replaced
-                self.rollbacks += 1
-                rolled_back = True
-                val_loss, val_acc = summarise(self.trainer.evaluate(ctx.data, "val").cpu().numpy())
-                self._count_eval("val", self.compute.add_evaluation)
-                if self.epoch + 1 >= self.horizon:
-                    test = self.trainer.evaluate(ctx.data, "test").cpu().numpy()
-                    self._count_eval("test", self.compute.add_evaluation)
-            self.trainer.sync_optimizers()
-            records.append(("system", {"kind": "rollback" if rolled_back else "governor_cull", "actor": self.episode_id,
-                                       "detail": json.dumps({"epoch": self.epoch, "reason": verdict.reason,
-                                                             "culled": verdict.culprits})}))
+        with self.timer("governor"):
+            restored, test = self._govern(train_loss, health, records, test)
+        rolled_back = restored is not None
+        if rolled_back:                                # the restored host's accuracies replace the step's
+            val_loss, val_acc = restored
 
         for i, s in enumerate(model.slots):
             contribution = None
@@ -263,7 +269,8 @@ class EnvCore:
         self.trainer.sync_optimizers()
 
         prev_val_acc = self.tracker.prev_val_acc
-        sig = self.tracker.update(self.epoch + 1, train_loss, train_acc, val_loss, val_acc)
+        with self.timer("signals"):
+            sig = self.tracker.update(self.epoch + 1, train_loss, train_acc, val_loss, val_acc)
         self.epoch += 1
         terminal = self.epoch >= ctx.max_epochs
         truncated = not terminal and self.epoch >= self.horizon       # cut short: no terminal reward, Φ kept
@@ -274,19 +281,51 @@ class EnvCore:
                                 phi_prev=self.phi, phi_next=phi_next, terminal=terminal)
         self.phi = phi_next
         self.episode_return += reward.total
-        write_observation(self.obs, ctx.schema, sig, ctx.max_epochs, health, model, self.fossil_count())
+        with self.timer("signals"):
+            write_observation(self.obs, ctx.schema, sig, ctx.max_epochs, health, model, self.fossil_count())
         info = {"action_mask": self.action_mask(), "episode_id": self.episode_id, "attempt": self.attempt,
                 "epoch": self.epoch, "train_loss": sig.train_loss, "val_acc": sig.val_acc, "val_loss": sig.val_loss,
                 "reward_components": reward._asdict(), "rolled_back": rolled_back, "sanitized": sig.sanitized,
                 "seed_events": [e for e, _ in self.step_events]}
-        records += self._step_records(sig, reward, rolled_back)
-        records += [("diagnostic", row) for row in
-                    diagnostic_probe(model, ctx.data, ctx.tolaria.training.batch_size, self._key(), self.epoch)]
+        with self.timer("records"):
+            records += self._step_records(sig, reward, rolled_back)
+        with self.timer("probe"):
+            records += [("diagnostic", row) for row in
+                        diagnostic_probe(model, ctx.data, ctx.tolaria.training.batch_size, self._key(), self.epoch)]
         info["records"] = records
         if terminal or truncated:
             self.final_test_acc = summarise(test)[1]
             info["esper_episode"] = self.summary()
         return self.obs.copy(), float(reward.total), terminal, truncated, info
+
+    def _govern(self, train_loss: float, health: GradientHealth, records: list,
+                test: np.ndarray) -> tuple[tuple[float, float] | None, np.ndarray]:
+        """The governor's verdict: cull diverging seeds, roll the host back if it was hit. Returns the restored
+        host's (val loss, val acc) — None when nothing was rolled back — and the test statistics to report."""
+        model, ctx = self.model, self.ctx
+        verdict = self.governor.judge(model, train_loss, health)
+        if not verdict.diverged:
+            return None, test
+        for i in verdict.culprits:
+            if model.slots[i].is_live:
+                self.step_events.append((model.slots[i].cull(self.epoch, f"governor: {verdict.reason}"), None))
+                self.culled += 1
+        restored = None
+        if verdict.host_affected:
+            self.governor.rollback(self.trainer.host_opt)
+            self.trainer.invalidate()          # optimizer buffers may have been replaced
+            self.rollbacks += 1
+            with self.timer("eval_rollback"):
+                restored = summarise(self.trainer.evaluate(ctx.data, "val").cpu().numpy())
+                self._count_eval("val", self.compute.add_evaluation)
+                if self.epoch + 1 >= self.horizon:
+                    test = self.trainer.evaluate(ctx.data, "test").cpu().numpy()
+                    self._count_eval("test", self.compute.add_evaluation)
+        self.trainer.sync_optimizers()
+        records.append(("system", {"kind": "rollback" if restored else "governor_cull", "actor": self.episode_id,
+                                   "detail": json.dumps({"epoch": self.epoch, "reason": verdict.reason,
+                                                         "culled": verdict.culprits})}))
+        return restored, test
 
     def summary(self) -> EpisodeSummary:
         """The episode so far; `policy_version` stays unset (-1): the env knows no policy, its driver tags it."""

@@ -22,7 +22,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from esper.simic.environment.context import EnvContext
-from esper.simic.environment.core import EnvCore, derive_seed
+from esper.simic.environment.core import EnvCore, PhaseTimer, derive_seed, no_timer
 
 # (env_index) -> (episode_id, env_seed, attempt) for the next episode of that env
 EpisodeSource = Callable[[int], tuple[str, int, int]]
@@ -61,13 +61,26 @@ class VectorEnv(gym.vector.VectorEnv):
         on_cuda = ctx.device.type == "cuda"
         self.streams = [torch.cuda.Stream(ctx.device) if on_cuda else None for _ in range(num_envs)]
         self.obs = np.zeros((num_envs, ctx.schema.size), dtype=np.float32)
+        self.timer: PhaseTimer = no_timer
+
+    @property
+    def timer(self) -> PhaseTimer:
+        return self._timer
+
+    @timer.setter
+    def timer(self, timer: PhaseTimer) -> None:
+        """Time this vector env's phases and its envs' (see core.PhaseTimer)."""
+        self._timer = timer
+        for core in self.cores:
+            core.timer = timer
 
     def _stream(self, k: int):
         return torch.cuda.stream(self.streams[k]) if self.streams[k] is not None else nullcontext()
 
     def _reset_env(self, k: int) -> dict:
         episode_id, seed, attempt = self.episodes(k)
-        obs, info = self.cores[k].reset(seed, episode_id, attempt)
+        with self.timer("reset"):
+            obs, info = self.cores[k].reset(seed, episode_id, attempt)
         self.obs[k] = obs
         return info
 
@@ -81,31 +94,37 @@ class VectorEnv(gym.vector.VectorEnv):
         return np.stack([c.action_mask() for c in self.cores])
 
     def step(self, actions):
-        actions = np.asarray(actions).reshape(self.num_envs)
-        cores = self.cores
+        with self.timer("vector_step"):
+            return self._step(np.asarray(actions).reshape(self.num_envs))
+
+    def _step(self, actions: np.ndarray):
+        cores, timer = self.cores, self.timer
         for core, a in zip(cores, actions):
-            core.begin_step(int(a))
+            with timer("begin_step"):
+                core.begin_step(int(a))
         if self.streams[0] is not None:
             current = torch.cuda.current_stream(self.ctx.device)
             for s in self.streams:
                 s.wait_stream(current)
         for _ in range(cores[0].batches_per_step):
             for k, core in enumerate(cores):
-                with self._stream(k):
+                with self._stream(k), timer("train_batch"):
                     core.train_batch()
         for k, core in enumerate(cores):
-            with self._stream(k):
+            with self._stream(k), timer("evaluate"):
                 core.evaluate()
         if self.streams[0] is not None:
             for s in self.streams:
                 current.wait_stream(s)
-        stats = torch.stack([c.device_stats() for c in cores]).cpu().numpy()   # one sync for all K envs
+        with timer("device_stats"):
+            stats = torch.stack([c.device_stats() for c in cores]).cpu().numpy()   # one sync for all K envs
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict] = []
         for k, core in enumerate(cores):
-            obs, r, term, trunc, info = core.finish_step(stats[k])
+            with timer("finish_step"):
+                obs, r, term, trunc, info = core.finish_step(stats[k])
             rewards[k], terminated[k], truncated[k] = r, term, trunc
             self.obs[k] = obs
             if term or trunc:
@@ -115,7 +134,9 @@ class VectorEnv(gym.vector.VectorEnv):
                 info["action_mask"] = reset_info["action_mask"]
                 info["episode_id"] = reset_info["episode_id"]
             infos.append(info)
-        return self.obs.copy(), rewards, terminated, truncated, self._vector_info(infos)
+        with timer("vector_info"):
+            vector_infos = self._vector_info(infos)
+        return self.obs.copy(), rewards, terminated, truncated, vector_infos
 
     def _vector_info(self, infos: list[dict]) -> dict:
         out: dict = {}

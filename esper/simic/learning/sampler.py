@@ -16,14 +16,17 @@ from esper.leyline import EpisodeSummary
 from esper.nissa import get_hub
 from esper.nissa.records import emit_records
 from esper.simic.learning.rollout import TrajectoryBatch
+from esper.simic.environment.core import PhaseTimer, no_timer
 from esper.simic.environment.vector_env import VectorEnv
 from esper.tamiyo import Policy
 
 
 class Sampler:
     def __init__(self, vec: VectorEnv, policy: Policy, runner: int = 0,
-                 on_step: Callable[[int], None] | None = None) -> None:
-        self.vec, self.policy, self.runner, self.on_step = vec, policy, runner, on_step
+                 on_step: Callable[[int], None] | None = None, timer: PhaseTimer = no_timer) -> None:
+        """`timer` times the policy's decisions ("policy") and the telemetry written ("emit"); set `vec.timer`
+        for the env's phases."""
+        self.vec, self.policy, self.runner, self.on_step, self.timer = vec, policy, runner, on_step, timer
         self.obs: np.ndarray | None = None
         self.masks: np.ndarray | None = None
         self.env_steps = 0
@@ -50,7 +53,8 @@ class Sampler:
         hub = get_hub()
         version = int(getattr(self.policy, "version", 0))
         for t in range(n_steps):
-            decisions = self.policy.act(self.obs, self.masks)
+            with self.timer("policy"):
+                decisions = self.policy.act(self.obs, self.masks)
             obs_buf[t], mask_buf[t] = self.obs, self.masks
             actions[t] = [d.index for d in decisions]
             logps[t] = [d.log_prob for d in decisions]
@@ -60,8 +64,9 @@ class Sampler:
             next_obs, r, term, trunc, infos = vec.step(actions[t])
             self.env_steps += K
             rewards[t], dones[t] = r, term | trunc
-            for records in infos["records"]:
-                emit_records(records, policy_version=version)
+            with self.timer("emit"):
+                for records in infos["records"]:
+                    emit_records(records, policy_version=version)
             next_masks = vec.action_masks()
             ended = [k for k in range(K) if dones[t, k]]
             final_obs, final_masks = next_obs.copy(), next_masks.copy()
@@ -69,8 +74,9 @@ class Sampler:
                 final_obs[k] = infos["final_obs"][k]
                 final_masks[k] = infos["final_info"]["action_mask"][k]
                 episodes.append(replace(infos["final_info"]["esper_episode"][k], policy_version=version))
-            self._emit(hub, t, keys, decisions, obs_buf[t], mask_buf[t], rewards[t], dones[t], final_obs,
-                       final_masks, version)
+            with self.timer("emit"):
+                self._emit(hub, t, keys, decisions, obs_buf[t], mask_buf[t], rewards[t], dones[t], final_obs,
+                           final_masks, version)
             if ended:
                 self.policy.reset(ended)
             self.obs, self.masks = next_obs, next_masks
