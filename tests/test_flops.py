@@ -243,7 +243,9 @@ def test_an_episode_records_its_compute_in_the_summary():
     from esper.simic import EnvConfig, MorphogeneticEnv
     from esper.tolaria import DataConfig, TolariaConfig, TrainingConfig
 
-    tolaria = TolariaConfig(data=DataConfig(train_size=256, val_size=128, test_size=128, image_size=16),
+    from tiny import DATA
+
+    tolaria = TolariaConfig(data=DataConfig(**DATA),
                             training=TrainingConfig(device="cpu", batches_per_step=2, eval_batch_size=64))
     env = MorphogeneticEnv(tolaria=tolaria, env=EnvConfig(max_epochs=12))
     env.reset(seed=0)

@@ -21,15 +21,12 @@ from esper.leyline import LEYLINE_VERSION, SeedStage
 from esper.simic.environment import make_context
 from esper.simic.learning.checkpoint import save_checkpoint
 from esper.simic.learning.trainer import make_learner
+from tiny import overrides
 
 # tests/test_simic_env.py's TINY_DATA and TINY_LIFE, with gates that never refuse on a measured number,
 # so a schedule germinating at step 1 reaches FOSSILIZED at step 7 of 9.
-TINY = ["tolaria.data.train_size=256", "tolaria.data.val_size=128", "tolaria.data.test_size=128",
-        "tolaria.data.image_size=16", "tolaria.training.device=cpu",
-        "kasmina.lifecycle.min_training_epochs=1", "kasmina.lifecycle.blend_steps=2",
-        "kasmina.lifecycle.shadow_steps=1", "kasmina.lifecycle.probation_steps=1", "kasmina.lifecycle.embargo_steps=1",
-        "kasmina.lifecycle.contribution_threshold=-1.0e9", "kasmina.lifecycle.max_regression=1.0",
-        "simic.env.max_epochs=9"]
+TINY = overrides("kasmina.lifecycle.contribution_threshold=-1.0e9", "kasmina.lifecycle.max_regression=1.0",
+                 "simic.env.max_epochs=9")
 SETS = [a for o in TINY for a in ("--set", o)]
 SCHEDULE = "schedule:block1:conv_enhance:1"
 TWO_SLOTS = "kasmina.slots=[block0, block1]"

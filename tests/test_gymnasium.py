@@ -22,10 +22,9 @@ from esper.kasmina import KasminaConfig, LifecycleConfig
 from esper.leyline import EpisodeSummary
 from esper.simic import ENV_ID, EnvConfig, MorphogeneticEnv, make_context
 from esper.tolaria import DataConfig, TolariaConfig, load_splits, summarise
+from tiny import DATA, LIFECYCLE, MAX_EPOCHS
 
-DATA = dict(train_size=256, val_size=128, test_size=128, image_size=16)
-LIFE = dict(min_training_epochs=1, blend_steps=2, shadow_steps=1, probation_steps=1, embargo_steps=1)
-MAX_EPOCHS = LifecycleConfig(**LIFE).shortest_path_to_fossil() + 1          # 8
+LIFE = LIFECYCLE
 # make's keywords, as plain dicts (what a user of `gymnasium.make` writes)
 MAKE_KW = dict(tolaria={"data": DATA}, kasmina={"lifecycle": LIFE}, env={"max_epochs": MAX_EPOCHS}, device="cpu")
 

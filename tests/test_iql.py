@@ -20,17 +20,15 @@ from esper.simic.learning.pretrained import load_initial_policy
 from esper.nissa import configure_run_telemetry
 from esper.simic.learning.trainer import InProcessTrainer, make_learner
 from esper.tamiyo.network import entropy, log_prob
+from tiny import overrides
 from launch_util import SMOKE, run
 
 HIDDEN = [64, 64]
 # Tiny data and a lifecycle short enough that the heuristic germinates, advances and culls inside a
 # 12-step episode (with the smoke config's 8 steps and the default heuristic it only ever waits).
-GEN = ["tolaria.data.train_size=256", "tolaria.data.val_size=128", "tolaria.data.test_size=128",
-       "tolaria.data.image_size=16", "tolaria.training.batch_size=64",
-       "kasmina.lifecycle.min_training_epochs=1", "kasmina.lifecycle.blend_steps=2", "kasmina.lifecycle.shadow_steps=1",
-       "kasmina.lifecycle.probation_steps=1", "kasmina.lifecycle.embargo_steps=1", "simic.env.max_epochs=12",
-       "tamiyo.heuristic.plateau_epochs=1", "tamiyo.heuristic.min_epoch_to_germinate=1",
-       f"tamiyo.network.hidden={HIDDEN}", "simic.iql.batch_size=128"]
+GEN = overrides("tolaria.training.batch_size=64", "simic.env.max_epochs=12", "tamiyo.heuristic.plateau_epochs=1",
+                "tamiyo.heuristic.min_epoch_to_germinate=1", f"tamiyo.network.hidden={HIDDEN}",
+                "simic.iql.batch_size=128")
 ROUNDS, ENVS = 5, 4                 # 20 episodes, 240 transitions
 
 

@@ -32,6 +32,7 @@ from esper.simic.learning.rollout import TrajectoryBatch, compute_gae
 from esper.simic.learning.trainer import InProcessTrainer
 from esper.tamiyo import action_mask
 from esper.tamiyo.network import entropy, log_prob, masked_logits, sample
+from tiny import overrides
 
 CPU = torch.device("cpu")
 SCHEMA = schema_and_space(KasminaConfig())[0]
@@ -307,12 +308,7 @@ def test_ppo_learns_stage_task():
 
 # ---------------------------------------------------------------------------- 5. real env trainer
 def test_in_process_trainer_on_builtin_task(monkeypatch):
-    cfg = load_config(None, [
-        "tolaria.data.train_size=256", "tolaria.data.val_size=128", "tolaria.data.test_size=128",
-        "tolaria.data.image_size=16", "tolaria.training.device=cpu", "simic.ppo.device=cpu",
-        "kasmina.lifecycle.min_training_epochs=1", "kasmina.lifecycle.blend_steps=2",
-        "kasmina.lifecycle.shadow_steps=1", "kasmina.lifecycle.probation_steps=1", "simic.env.max_epochs=8",
-    ])
+    cfg = load_config(None, overrides("simic.env.max_epochs=8"))
     trainer = InProcessTrainer.from_config(cfg, seed=0, num_envs=2, steps_per_sample=8, policy="ppo", device="cpu")
     learner, agent = trainer.learner, trainer.policy
     assert learner.space.describe() == SPACE.describe() and learner.schema.fingerprint == SCHEMA.fingerprint

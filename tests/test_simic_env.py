@@ -33,13 +33,14 @@ from esper.simic.learning.trainer import InProcessTrainer
 from esper.tamiyo import TamiyoConfig
 from esper.tolaria import DataConfig, TolariaConfig, load_splits, summarise
 
+import tiny
+
 S = SeedStage
 K = ActionKind
-TINY_DATA = TolariaConfig(data=DataConfig(train_size=256, val_size=128, test_size=128, image_size=16))
-TINY_LIFE = LifecycleConfig(min_training_epochs=1, blend_steps=2, shadow_steps=1, probation_steps=1, embargo_steps=1)
-# Gates that never refuse on a measured number, so a test is about the lifecycle's timing alone.
-RELAXED = dict(contribution_threshold=-1e9, max_regression=1.0)
-MAX_EPOCHS = TINY_LIFE.shortest_path_to_fossil() + 1          # 8
+TINY_DATA = TolariaConfig(data=DataConfig(**tiny.DATA))
+TINY_LIFE = LifecycleConfig(**tiny.LIFECYCLE)
+RELAXED = tiny.RELAXED_GATES              # so a test is about the lifecycle's timing alone
+MAX_EPOCHS = tiny.MAX_EPOCHS
 REWARD_KEYS = {"acc_gain", "contribution", "rent", "shaping", "terminal"}
 
 

@@ -22,14 +22,11 @@ from esper.config import config_to_dict, load_config
 from esper.leyline import EpisodeSummary
 from esper.runtime import tune as esper_tune
 from esper.runtime.tune import HELD_OUT_EVAL_SEEDS, METRIC, TuneError, parse_param, run_trial, validation_objective
+from tiny import overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["tolaria.data.train_size=256", "tolaria.data.val_size=128", "tolaria.data.test_size=128",
-        "tolaria.data.image_size=16", "tolaria.training.device=cpu", "simic.ppo.device=cpu",
-        "kasmina.lifecycle.min_training_epochs=1", "kasmina.lifecycle.blend_steps=1",
-        "kasmina.lifecycle.shadow_steps=1", "kasmina.lifecycle.probation_steps=1", "simic.env.max_epochs=6",
-        "runtime.envs_per_runner=1", "runtime.steps_per_sample=6", "tamiyo.network.hidden=[32,32]",
-        "nissa.console=false"]
+TINY = overrides("kasmina.lifecycle.blend_steps=1", "simic.env.max_epochs=6", "runtime.envs_per_runner=1",
+                 "runtime.steps_per_sample=6", "tamiyo.network.hidden=[32,32]", "nissa.console=false")
 
 
 def sets(overrides: list[str]) -> list[str]:
