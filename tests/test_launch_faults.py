@@ -42,3 +42,14 @@ def test_an_existing_run_dir_without_resume_is_refused(tmp_path):
     rc, out = run(["--config", SMOKE, "--run-dir", str(run_dir), "--no-dashboard"])
     assert rc == 2 and "already holds a run" in out and f"--resume {run_dir}" in out, out
     assert "[esper] Ray" not in out and sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
+def test_a_run_whose_actors_fail_to_start_ends_in_error(tmp_path):
+    # Valid as a config, but the runners cannot load the data: their __init__ raises on every node.
+    run_dir = tmp_path / "run"
+    rc, out = run(["--config", SMOKE, "--run-dir", str(run_dir), "--no-dashboard", "--set", "runtime.max_restarts=0",
+                   "--set", "tolaria.data.dataset=cifar10", "--set", f"tolaria.data.root={tmp_path / 'no-data'}"])
+    assert rc == 1, out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped_by"].startswith("error: ") and summary["updates"] == 0, summary
+    assert "CIFAR-10" in out or "cifar" in out.lower()

@@ -102,9 +102,14 @@ class Coordinator:
         except StopRequested:
             pass
         except Exception as exc:                 # recorded, printed in full, and the run ends as failed
-            traceback.print_exc()
-            self.error = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-            print(f"[esper] the run failed: {self.error}", flush=True)
+            return self.fail(exc)
+        return self._finish()
+
+    def fail(self, exc: BaseException) -> dict:
+        """End the run as failed: the traceback printed, `stopped_by: "error: ..."`, what can be saved saved."""
+        traceback.print_exception(exc)
+        self.error = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        print(f"[esper] the run failed: {self.error}", flush=True)
         return self._finish()
 
     # ------------------------------------------------------------------------------------ loops
