@@ -172,3 +172,10 @@ def test_dataset_specific_values():
     assert cfg.tolaria.data.train_size == 0
     with pytest.raises(ConfigError, match="tolaria.data.train_size"):
         load_config(None, ["tolaria.data.train_size=0"])                        # synthetic needs a size
+
+
+def test_load_config_leaves_its_base_tree_untouched():
+    base = {"nissa": {"console": True}, "seed": 3}
+    cfg = load_config(None, ["nissa.console=false", "seed=4"], base=base)
+    assert cfg.nissa.console is False and cfg.seed == 4
+    assert base == {"nissa": {"console": True}, "seed": 3}

@@ -10,6 +10,7 @@ value is an error naming the field and what it accepts.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -113,7 +114,7 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *,
                 base: dict | None = None) -> RunConfig:
     """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=c")."""
-    tree: dict = dict(base or {})
+    tree: dict = copy.deepcopy(base or {})          # never edit the caller's tree
     if path is not None:
         p = Path(path)
         if not p.is_file():
