@@ -271,7 +271,9 @@ class Coordinator:
         checkpoint = None
         if self.learner is not None:
             try:
-                checkpoint = ray.get(self.learner.checkpoint.remote(asdict(self.state), True), timeout=60)
+                saved = ray.get(self.learner.checkpoint.remote(asdict(self.state), True), timeout=60)
+                # The checkpoint is the record: an update that finished as the stop came counts, once.
+                checkpoint, self.version, self.state.updates = saved["path"], saved["version"], saved["updates_done"]
             except (RayActorError, GetTimeoutError) as exc:
                 print(f"[esper] final checkpoint failed: {exc}", flush=True)
         try:

@@ -99,14 +99,16 @@ class Learner:
 
     # The methods below run in the "control" concurrency group, so a stop never waits for an update.
     @ray.method(concurrency_group="control")
-    def checkpoint(self, extra: dict | None = None, final: bool = False) -> str:
-        """Checkpoint the last published version; on a clean stop release the unused version reservation."""
+    def checkpoint(self, extra: dict | None = None, final: bool = False) -> dict:
+        """Checkpoint the last published version; on a clean stop release the unused version reservation.
+        Returns {"path", "version", "updates_done"}: what was saved, which may be an update the driver has
+        not heard of yet (a stop that arrived while its result was on the way)."""
         state = self._published
         path = self._save(state, extra)
         if final:
             release_versions(self.run_dir, int(state["version"]))
         self.hub.flush()
-        return path
+        return {"path": path, "version": int(state["version"]), "updates_done": int(state["updates_done"])}
 
     @ray.method(concurrency_group="control")
     def flush(self) -> None:
