@@ -3,6 +3,7 @@
   esper run [launch options]            # same as python -m esper.launch
   esper pretrain --runs RUN_DIR ... --out CKPT   # offline IQL on transition telemetry (docs/offline.md)
   esper grow --controller C --out DIR [--config F] [--seeds N ...]   # grow networks, save them (esper.grow)
+  esper evaluate --task synthetic [--quick] [--docs docs/results.md]   # the evaluation protocol on Ray
   esper tune --param A.B=SPEC ... [--config F] [--updates U] [--out DIR]   # sweep config keys with Ray Tune
   esper config [--config F] [--set A.B=C ...]   # print the resolved config
   esper data cifar10 --root DIR         # download CIFAR-10 into DIR once (under a file lock)
@@ -34,6 +35,12 @@ def _grow(argv: list[str]) -> int:
     return main(argv)
 
 
+def _evaluate(argv: list[str]) -> int:
+    from esper.runtime.evaluate import main
+
+    return main(argv)
+
+
 def _tune(argv: list[str]) -> int:
     from esper.runtime.tune import main
 
@@ -57,6 +64,7 @@ DELEGATES: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (_run, "start or resume a run (python -m esper.launch; see `esper run --help`)"),
     "pretrain": (_pretrain, "pretrain Tamiyo offline with IQL on transition telemetry (for `esper run --init-from`)"),
     "grow": (_grow, "run episodes with a controller and save the grown networks (esper.grow; see `esper grow --help`)"),
+    "evaluate": (_evaluate, "the evaluation protocol on Ray: frontier, schedules, heuristic, PPO (`esper evaluate --help`)"),
     "tune": (_tune, "sweep config keys with Ray Tune, scored on training seeds' validation accuracy (`esper tune --help`)"),
     "report": (_report, "plots and report.md for a run directory (python -m esper.nissa.report)"),
     "export": (_export, "telemetry to Parquet, one file per event type (python -m esper.nissa.export)"),

@@ -9,12 +9,14 @@ config names, driven by the controller:
 
   heuristic                       HeuristicTamiyo with the config's tamiyo.heuristic settings
   static                          the host alone (always WAIT)
+  static:W                        the host with every width × W (rounded), alone
   schedule:SLOT:BLUEPRINT:STEP    germinate BLUEPRINT in SLOT (a name from kasmina.slots, or its index)
                                   at step STEP, then ADVANCE whenever legal (the gates decide)
   PATH                            a trained policy: a checkpoint file (.pt, PPO or an IQL export) or a run
                                   directory (its latest checkpoint), acting greedily (most likely legal action)
 
-and writes OUT/grown-seed<N>.pt (format: esper.kasmina.grown) and one JSON line on stdout.
+(the controllers are esper.evaluation's, so a grown network and an evaluation episode are driven
+alike) and writes OUT/grown-seed<N>.pt (format: esper.kasmina.grown) and one JSON line on stdout.
 
 Live seeds at the end: seeds that did not reach FOSSILIZED are dropped, only seeds that passed every
 gate (G0–G5) are kept (`esper.kasmina.LIVE_SEED_RULE`). The saved model is the host plus its fossils;
@@ -28,40 +30,25 @@ Every argument is checked before any data loads; bad input is `error: ...` on st
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
+from dataclasses import dataclass
+from typing import Any
 
 from esper.config import ConfigError, RunConfig, config_to_dict, load_config
-from esper.kasmina import MorphogeneticModel, drop_live_seeds, grown_payload, save_grown, schema_and_space
-from esper.leyline import ActionSpace, SeedEvent, SeedStage, TensorSchema
+from esper.evaluation.controllers import CONTROLLERS, Controller, Schedule
+from esper.evaluation.controllers import parse_controller as evaluation_controller
+from esper.kasmina import MorphogeneticModel, drop_live_seeds, grown_payload, save_grown
+from esper.leyline import SeedEvent, SeedStage
 from esper.simic.environment import EnvContext, MorphogeneticEnv, make_context
-from esper.simic.learning.checkpoint import load_checkpoint
-from esper.storage import read_bytes, resolve_fs
-from esper.tamiyo import Policy, ScheduledPolicy
-from esper.tamiyo.agent import PPOAgent, make_network
-from esper.tamiyo.policies import make_policy
+from esper.storage import resolve_fs
 from esper.tolaria import summarise
-
-CONTROLLERS = "heuristic, static, schedule:SLOT:BLUEPRINT:STEP, or a checkpoint file (.pt) or run directory"
 
 
 class GrowError(ValueError):
     """Bad input to `esper grow` (printed as `error: ...`, exit code 2)."""
-
-
-@dataclass
-class Controller:
-    """A parsed --controller: what it is (plain data, saved in the artifact) and how to make its policy."""
-
-    description: dict[str, Any]
-    make: Callable[[int], Policy] = field(repr=False)     # env seed -> a fresh policy for one episode
 
 
 @dataclass
@@ -75,121 +62,16 @@ class Grown:
 
 # ------------------------------------------------------------------------------------------ controllers
 def parse_controller(text: str, cfg: RunConfig) -> Controller:
-    """Check --controller against the config (slots, blueprints, episode length) and return it; no data loads."""
-    schema, space = schema_and_space(cfg.kasmina)
-    max_epochs = cfg.simic.env.max_epochs
-    if text in ("heuristic", "static"):
-        kind = text
-        settings = cfg.tamiyo.heuristic.model_dump(mode="json") if kind == "heuristic" else {}
-        return Controller({"kind": kind, "spec": text, **({"settings": settings} if settings else {})},
-                          lambda seed: make_policy(kind, schema, space, cfg.tamiyo, lifecycle=cfg.kasmina.lifecycle,
-                                                   max_epochs=max_epochs, device="cpu", seed=seed))
-    if text.startswith("schedule"):
-        return _schedule(text, cfg, schema, space)
-    if text == "ppo":
-        raise GrowError(f"--controller ppo: a learned controller is a checkpoint; pass its file (.pt) or run "
-                        f"directory. Controllers: {CONTROLLERS}")
-    if "://" not in text and not os.path.exists(text):
-        raise GrowError(f"--controller {text!r} is not a controller and no such file or directory exists; "
-                        f"choose {CONTROLLERS}")
-    return _checkpoint(text, cfg, schema, space)
-
-
-def _schedule(text: str, cfg: RunConfig, schema: TensorSchema, space: ActionSpace) -> Controller:
-    slots, blueprints, max_epochs = list(cfg.kasmina.slots), list(cfg.kasmina.blueprints), cfg.simic.env.max_epochs
-    example = f"schedule:{slots[min(1, len(slots) - 1)]}:{blueprints[0]}:1"
-    parts = text.split(":")
-    if len(parts) != 4 or parts[0] != "schedule":
-        raise GrowError(f"--controller {text!r}: a schedule is schedule:SLOT:BLUEPRINT:STEP, e.g. {example} "
-                        f"(slots {slots}, blueprints {blueprints})")
-    _, slot_text, blueprint, step_text = parts
-    if slot_text in slots:
-        slot = slots.index(slot_text)
-    elif slot_text.isdigit() and int(slot_text) < len(slots):
-        slot = int(slot_text)
-    else:
-        raise GrowError(f"--controller {text!r}: unknown slot {slot_text!r}; this config's slots (kasmina.slots) "
-                        f"are {slots} (or their index 0..{len(slots) - 1})")
-    if blueprint not in blueprints:
-        raise GrowError(f"--controller {text!r}: blueprint {blueprint!r} is not one this config may germinate; "
-                        f"kasmina.blueprints are {blueprints}")
-    try:
-        step = int(step_text)
-    except ValueError:
-        step = -1
-    if not 0 <= step < max_epochs:
-        raise GrowError(f"--controller {text!r}: STEP must be an integer in [0, {max_epochs}) "
-                        f"(simic.env.max_epochs={max_epochs}), got {step_text!r}")
-    need = cfg.kasmina.lifecycle.shortest_path_to_fossil()
-    if step + need > max_epochs:
-        print(f"note: a seed germinated at step {step} needs {need} steps to reach FOSSILIZED but the episode "
-              f"ends after step {max_epochs - 1}; it will be dropped at the end (only fossils are kept)",
-              file=sys.stderr)
-    epoch_index = schema.index("epoch_frac")
-    desc = {"kind": "schedule", "spec": text, "slot": slots[slot], "slot_index": slot, "blueprint": blueprint,
-            "germinate_at": step}
-    return Controller(desc, lambda seed: ScheduledPolicy(space, step, slot, blueprint, max_epochs, epoch_index))
-
-
-def _fit(space: ActionSpace) -> str:
-    d = space.describe()
-    return f"{d['num_slots']} slot(s) and blueprints {d['blueprint_ids']}"
-
-
-def _peek(path: str) -> tuple[dict | None, dict]:
-    """The action space and config a checkpoint was made for, read without load_checkpoint's checks
-    (only to explain why it was refused); (None, {}) if the file cannot be read."""
-    try:
-        fs, p = resolve_fs(path)
-        if not p.endswith(".pt"):
-            p = f"{p}/checkpoints/{json.loads(read_bytes(fs, f'{p}/checkpoints/latest.json'))['file']}"
-        payload = torch.load(io.BytesIO(read_bytes(fs, p)), map_location="cpu", weights_only=True)
-        return payload.get("action_space"), json.loads(payload.get("config") or "{}")
-    except Exception:
-        return None, {}
-
-
-def _checkpoint(path: str, cfg: RunConfig, schema: TensorSchema, space: ActionSpace) -> Controller:
-    try:
-        payload = load_checkpoint(path, schema=schema, space=space)   # format, Leyline, fingerprint, action space
-    except Exception as exc:                                         # any unreadable or unfitting file is bad input
-        theirs, their_cfg = _peek(path)
-        if theirs is not None and theirs != space.describe():
-            trained = their_cfg.get("kasmina", {})
-            match = (f"it was trained with kasmina.slots={trained['slots']} and kasmina.blueprints="
-                     f"{trained['blueprints']}: set both to match (--set), or use the config it was trained with"
-                     if "slots" in trained and "blueprints" in trained else
-                     "set kasmina.slots and kasmina.blueprints to match, or use the config it was trained with")
-            raise GrowError(
-                f"--controller {path}: the checkpoint's policy was trained for {theirs['num_slots']} slot(s) and "
-                f"blueprints {theirs['blueprint_ids']}, but this config has {_fit(space)} "
-                f"(kasmina.slots={list(cfg.kasmina.slots)}). A trained policy fits only hosts with its slot count "
-                f"and blueprint set; {match}") from None
-        raise GrowError(f"--controller {path}: cannot use this checkpoint: {exc}") from None
-    state = payload.get("learner") or {}
-    if "network" not in state or "normalizer" not in state:
-        raise GrowError(f"--controller {path}: the checkpoint holds no policy network and normalizer")
-    hidden = list(state.get("hidden") or [int(v.shape[0]) for k, v in state["network"].items()
-                                          if k.startswith("actor_features.net.") and k.endswith(".weight")
-                                          and v.dim() == 2])
-    network = make_network(schema, space, hidden)
-    try:
-        network.load_state_dict(state["network"])
-    except RuntimeError as exc:
-        raise GrowError(f"--controller {path}: the checkpoint's network does not load: {exc}") from None
-    version = int(state.get("version", 0))
-    desc = {"kind": "checkpoint", "spec": path, "checkpoint_kind": str(payload.get("kind", "ppo")),
-            "policy_version": version, "hidden": hidden, "greedy": True}
-
-    def make(seed: int) -> Policy:
-        agent = PPOAgent(make_network(schema, space, hidden), schema, space, torch.device("cpu"), seed=seed)
-        agent.network.load_state_dict(state["network"])
-        agent.normalizer.load_state_dict(state["normalizer"])
-        agent.version = version
-        agent.greedy = True
-        return agent
-
-    return Controller(desc, make)
+    """Check --controller against the config (slots, blueprints, episode length, a checkpoint's fit) and
+    return it (`esper.evaluation.controllers`: the evaluation's own controllers); no data loads."""
+    controller = evaluation_controller(text, cfg)
+    if isinstance(controller, Schedule):
+        need, max_epochs = cfg.kasmina.lifecycle.shortest_path_to_fossil(), cfg.simic.env.max_epochs
+        if controller.germinate_at + need > max_epochs:
+            print(f"note: a seed germinated at step {controller.germinate_at} needs {need} steps to reach FOSSILIZED "
+                  f"but the episode ends after step {max_epochs - 1}; it will be dropped at the end (only fossils "
+                  f"are kept)", file=sys.stderr)
+    return controller
 
 
 # ------------------------------------------------------------------------------------------ one episode
@@ -216,12 +98,15 @@ class GrowthLog:
                           "gate_values": {k: float(v) for k, v in gate.values.items()} if gate else {}})
 
 
-def grow_one(ctx: EnvContext, cfg: RunConfig, controller: Controller, seed: int, out: str) -> Grown:
-    """One episode with env seed `seed`, the live-seed rule, the artifact written to `out`."""
+def grow_one(ctx: EnvContext, cfg: RunConfig, controller: Controller, seed: int, out: str, *,
+             spec: str | None = None) -> Grown:
+    """One episode with env seed `seed`, the live-seed rule, the artifact written to `out`. `spec`: the
+    controller as the user wrote it (recorded as the artifact's controller spec; default: its own)."""
     start = time.perf_counter()
     names = list(ctx.kasmina.slots)
+    description = {**controller.to_dict(), **({"spec": spec} if spec else {})}
     env = MorphogeneticEnv(ctx)
-    policy = controller.make(seed)
+    policy = controller.policy(ctx, seed)
     obs, info = env.reset(seed=seed, options={"episode_id": f"grow-seed{seed}"})
     policy.reset([0])
     log, decisions = GrowthLog(names), []
@@ -251,10 +136,10 @@ def grow_one(ctx: EnvContext, cfg: RunConfig, controller: Controller, seed: int,
                 "dropped": [{"slot": names[e.slot], "blueprint": e.blueprint, "stage": e.from_stage}
                             for e in dropped]}
     payload = grown_payload(model, ctx.kasmina, ctx.data.input_shape, growth_log=log.rows, decisions=decisions,
-                            controller=controller.description, env_seed=int(seed), episode=episode,
+                            controller=description, env_seed=int(seed), episode=episode,
                             exported=exported, config=json.dumps(config_to_dict(cfg)))
     save_grown(out, payload)
-    summary = {"seed": int(seed), "artifact": out, "controller": controller.description["spec"],
+    summary = {"seed": int(seed), "artifact": out, "controller": description["spec"],
                "episode_val_acc": episode["final_val_acc"], "episode_test_acc": episode["final_test_acc"],
                "exported_val_acc": exported["val_acc"], "exported_test_acc": exported["test_acc"],
                "fossils": fossils, "dropped": exported["dropped"], "params_host": exported["params_host"],
@@ -288,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(set(args.seeds)) != len(args.seeds):
             raise GrowError(f"--seeds must be distinct (one artifact each), got {args.seeds}")
         controller = parse_controller(args.controller, cfg)
+        cfg = load_config(None, (), base=controller.configure(config_to_dict(cfg)))   # static:W: the widths
         resolve_fs(args.out)
         if "://" not in args.out and os.path.isfile(args.out):
             raise GrowError(f"--out {args.out} is a file; it must be a folder (grown-seed<N>.pt go into it)")
@@ -301,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = args.out.rstrip("/") or "/"
     for seed in args.seeds:
-        grown = grow_one(ctx, cfg, controller, seed, f"{out_dir}/grown-seed{seed}.pt")
+        grown = grow_one(ctx, cfg, controller, seed, f"{out_dir}/grown-seed{seed}.pt", spec=args.controller)
         print(json.dumps(grown.summary), flush=True)
     return 0
 

@@ -2,7 +2,6 @@
 that reads validation accuracy and never test accuracy, and two tiny trials end to end on Ray Tune."""
 from __future__ import annotations
 
-import ast
 import csv
 import glob
 import json
@@ -103,11 +102,12 @@ def test_bad_command_lines_are_refused_before_ray_starts(no_ray, capsys):
         assert needle in err, (extra, err)
 
 
-def test_held_out_seeds_match_the_evaluation_protocol():
-    tree = ast.parse((ROOT / "scripts" / "evaluate.py").read_text())
-    seeds = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                 and any(getattr(t, "id", None) == "EVAL_SEEDS" for t in n.targets))
-    assert tuple(seeds) == HELD_OUT_EVAL_SEEDS
+def test_held_out_seeds_are_the_evaluation_protocols():
+    from esper.evaluation import EVAL_SEEDS, load_evaluation_config
+
+    assert HELD_OUT_EVAL_SEEDS == tuple(EVAL_SEEDS)
+    for task in ("synthetic", "fashion_mnist"):
+        assert set(load_evaluation_config(ROOT / "configs" / "evaluate" / f"{task}.yaml").seeds.eval) <= set(EVAL_SEEDS)
 
 
 # ------------------------------------------------------------------------------------------ the objective

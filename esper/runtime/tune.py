@@ -11,7 +11,7 @@ one full episode on each training seed (--train-seeds, env seeds) and reports th
 the mean over those seeds of the episode's final **validation** accuracy (`EpisodeSummary.final_val_acc`).
 Test accuracy is never read: the sweep picks hyperparameters, and picking them on the test split
 would be tuning on it. The training seeds must also stay disjoint from the evaluation protocol's
-held-out seeds (scripts/evaluate.py), so those are refused.
+held-out seeds (esper.evaluation.EVAL_SEEDS), so those are refused.
 
 One metric, one name: during training `val_acc` is the running mean of the final validation accuracy
 of the training episodes finished so far (NaN until the first one ends; Tune's ASHA skips NaN), so
@@ -56,12 +56,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from esper.config import ConfigError, config_to_dict, load_config, parse_override
+from esper.evaluation import EVAL_SEEDS
 
 METRIC = "val_acc"
 MODE = "max"
 FORMS = ("loguniform:LOW:HIGH", "uniform:LOW:HIGH", "randint:LOW:HIGH", "choice:A,B,...", "grid:A,B,...")
-# The evaluation protocol's held-out seeds (scripts/evaluate.py EVAL_SEEDS): never tuned on.
-HELD_OUT_EVAL_SEEDS = (10_001, 10_002, 10_003, 10_004, 10_005)
+# The evaluation protocol's held-out seeds: never tuned on.
+HELD_OUT_EVAL_SEEDS = tuple(EVAL_SEEDS)
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -325,7 +326,7 @@ def plan(args: argparse.Namespace) -> Plan:
     held = sorted(set(args.train_seeds) & set(HELD_OUT_EVAL_SEEDS))
     if held:
         raise TuneError(f"--train-seeds {held} are the evaluation protocol's held-out seeds "
-                        f"{list(HELD_OUT_EVAL_SEEDS)} (scripts/evaluate.py); tuning on them would leak into "
+                        f"{list(HELD_OUT_EVAL_SEEDS)} (esper.evaluation.EVAL_SEEDS); tuning on them would leak into "
                         f"the evaluation. Choose other seeds.")
     base = config_to_dict(cfg)
     params = [parse_param(t) for t in args.params]
