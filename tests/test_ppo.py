@@ -525,3 +525,18 @@ def test_agent_load_weights_rejects_other_schema_or_space():
     assert fresh.version == 0
     fresh.load_weights(weights)
     assert_synced(fresh, learner)
+
+
+def test_value_warm_start_sets_the_critic_bias_to_the_first_batch_mean_return_once():
+    cfg = PPOConfig(value_warm_start=True, epochs=1, lr=1e-12, gamma=0.9)       # lr ~0: see the bias it starts from
+    learner, agent = make_pair(cfg, seed=0)
+    env = StageTask(4, seed=0)
+    batch = collect(agent, env, 6)
+    r, d = torch.tensor(batch.rewards, dtype=torch.float64), torch.tensor(batch.dones)
+    expected = compute_gae(r, torch.zeros_like(r), d, torch.zeros(r.shape[1], dtype=torch.float64), 0.9, 1.0)[1]
+    learner.update([batch])
+    assert learner.network.value_head.bias.item() == pytest.approx(float(expected.mean()), rel=1e-5)
+    learner.network.value_head.bias.data.fill_(-3.0)
+    agent.load_weights(learner.weights())
+    learner.update([collect(agent, env, 6)])                                    # not again after the first
+    assert learner.network.value_head.bias.item() == pytest.approx(-3.0, abs=1e-6)

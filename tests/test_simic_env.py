@@ -597,3 +597,19 @@ def test_diagnostic_probe_writes_rows_and_a_narrative_every_n_steps(tmp_path, ct
     model_rows = [n for layer, n in zip(rows["layer"], rows["narrative"]) if layer == "(model)"]
     assert len(model_rows) == 2 and all("gradients" in n for n in model_rows)
     assert all(g is None or g >= 0 for g in rows["grad_norm"])
+
+
+def test_with_auto_advance_the_gates_move_seeds_and_the_agent_cannot_advance(splits):
+    ctx = _ctx(splits, TINY_LIFE.model_copy(update=RELAXED), auto_advance=True)
+    env = MorphogeneticEnv(ctx)
+    env.reset(seed=3)
+    germinate = ctx.space.encode(Action(K.GERMINATE, 1, "conv_enhance"))
+    stages, done, t = [], False, 0
+    while not done:
+        mask = env.action_masks()
+        assert not mask[ctx.space.advance_start:ctx.space.advance_start + ctx.space.num_slots].any()
+        _, _, term, trunc, info = env.step(germinate if t == 0 else 0)      # germinate once, then only WAIT
+        stages.append(env.core.model.slots[1].stage)
+        done, t = term or trunc, t + 1
+    assert S.BLENDING in stages and info["esper_episode"].seeds_fossilized == 1    # no ADVANCE was ever chosen
+    assert info["esper_episode"].actions == {"GERMINATE": 1, "WAIT": MAX_EPOCHS - 1}

@@ -31,6 +31,9 @@ class EnvConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_epochs: int = Field(25, ge=2, description="decisions per episode (one host training run)")
+    auto_advance: bool = Field(False, description="the gates advance seeds: each step every seed that may advance "
+                               "does so if its gate passes, and ADVANCE is masked; the agent chooses where, what "
+                               "and when to germinate, and when to cull")
     reward: RewardConfig = RewardConfig()
     governor: GovernorConfig = GovernorConfig()
 
@@ -54,6 +57,9 @@ class PPOConfig(BaseModel):
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = Field(0.03, gt=0, description="stop the update's epochs early past this approx KL")
     normalize_advantages: bool = True
+    value_warm_start: bool = Field(False, description="before the first update, set the critic's output bias to the "
+                                   "first batch's mean discounted return (returns are ~10 here; the critic starts at 0 "
+                                   "and an Adam step moves a bias ~1e-3: docs/ablations/ppo-reference-check.md)")
     device: str = Field("auto", description="learner device")
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from esper.kasmina import GradientCollector, GradientHealth, build_model
-from esper.leyline import ActionKind, EpisodeSummary, GateResult, SeedEvent, SeedStage
+from esper.leyline import ADVANCEABLE_STAGES, ActionKind, EpisodeSummary, GateResult, SeedEvent, SeedStage
 from esper.simic.environment.context import EnvContext
 from esper.simic.environment.governor import Governor
 from esper.simic.environment.observation import write_observation
@@ -151,7 +151,8 @@ class EnvCore:
         self.test_t = torch.zeros(3, device=dev)
 
     def action_mask(self) -> np.ndarray:
-        return action_mask([s.stage for s in self.model.slots], self.ctx.space)
+        return action_mask([s.stage for s in self.model.slots], self.ctx.space,
+                           agent_advances=not self.ctx.env.auto_advance)
 
     def fossil_count(self) -> int:
         return sum(len(s.fossils) for s in self.model.slots)
@@ -179,16 +180,14 @@ class EnvCore:
             self._record(gate, event, slot, act.slot)
             self.germinated += event is not None
         elif act.kind is ActionKind.ADVANCE:
-            slot = self.model.slots[act.slot]
-            contribution = slot.last_contribution
-            gate, event = slot.advance(self.epoch)
-            self._record(gate, event, slot, act.slot)
-            if event is not None and slot.stage is S.FOSSILIZED:
-                self.fossilized += 1
-                self.fossilized_contributions.append(contribution or 0.0)
+            self._advance(act.slot, record_refusal=True)
         elif act.kind is ActionKind.CULL:
             self.step_events.append((self.model.slots[act.slot].cull(self.epoch, "culled by Tamiyo"), None))
             self.culled += 1
+        if self.ctx.env.auto_advance:           # the gates decide: every seed that may move on tries to
+            for i, slot in enumerate(self.model.slots):
+                if slot.stage in ADVANCEABLE_STAGES:
+                    self._advance(i, record_refusal=False)
         self.trainer.sync_optimizers()
         self.trainer.set_progress(self.epoch / self.ctx.max_epochs)
         self.collector.reset()
@@ -198,6 +197,16 @@ class EnvCore:
         # The step's training runs on the architecture the action just made (a cached count: no device work).
         self.compute.add_training(self.ctx.flops.train_flops(self.model, self.ctx.tolaria.training.batch_size),
                                   batches=self.batches_per_step)
+
+    def _advance(self, index: int, record_refusal: bool) -> None:
+        slot = self.model.slots[index]
+        contribution = slot.last_contribution
+        gate, event = slot.advance(self.epoch)
+        if event is not None or record_refusal:   # automatic tries are refused most steps: log only the moves
+            self._record(gate, event, slot, index)
+        if event is not None and slot.stage is S.FOSSILIZED:
+            self.fossilized += 1
+            self.fossilized_contributions.append(contribution or 0.0)
 
     def _record(self, gate: GateResult, event: SeedEvent | None, slot, index: int) -> None:
         if event is None:   # a failed gate: the seed stays; report the refusal

@@ -1,5 +1,6 @@
 """PPO for Tamiyo, in the order it runs (after CleanRL's single-file PPO):
 
+  0. first update only, with `value_warm_start`: the critic's output bias := the batch's mean return
   1. normalize observations with the normalizer the runners used (updated only after step 6)
   2. values of every state and of the bootstrap state from the current critic
   3. GAE(λ) advantages and returns
@@ -85,6 +86,8 @@ class PPOLearner:
         t = {name: [torch.tensor(getattr(b, name), device=dev) for b in fresh]   # copies: Ray hands out read-only arrays
              for name in ("obs", "actions", "masks", "log_probs", "rewards", "dones", "last_obs")}
         obs_raw = torch.cat([o.reshape(-1, o.shape[-1]) for o in t["obs"]])
+        if cfg.value_warm_start and self.updates_done == 0:
+            self._warm_start_value(t["rewards"], t["dones"])
 
         # 1-3: normalize, values, GAE (per batch: each has its own time axis)
         advs, rets, vals = [], [], []
@@ -164,6 +167,16 @@ class PPOLearner:
                            learning_rate=lr, entropy_coef=ent_coef, epochs_run=epochs_run,
                            mean_policy_lag=float(np.mean([lag for lag, k in zip(lags, keep) if k])),
                            update_seconds=time.perf_counter() - start)
+
+    @torch.no_grad()
+    def _warm_start_value(self, rewards: list[torch.Tensor], dones: list[torch.Tensor]) -> None:
+        """The critic's output bias := the mean discounted reward-to-go of the first batch (no bootstrap)."""
+        returns = []
+        for r, d in zip(rewards, dones):
+            zeros = torch.zeros_like(r)
+            _, ret = compute_gae(r, zeros, d, zeros[0], self.cfg.gamma, 1.0)
+            returns.append(ret.reshape(-1))
+        self.network.value_head.bias.fill_(float(torch.cat(returns).mean()))
 
     @torch.no_grad()
     def _on_policy_logps(self, obs: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
