@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from esper.simic.config import PPOConfig
 from esper.config import config_to_dict, load_config
 from esper.evaluation import (EVAL_SEEDS, TRAIN_SEEDS, Checkpoint, ControllerError, EpisodeRecord, EvaluationConfigError,
                               Frontier, Heuristic, InProcessExecutor, Job, ResultStore, Schedule, Static,
@@ -155,6 +156,7 @@ def test_the_shipped_task_configs_load_with_five_widths_or_more_and_their_quick_
     ppo = fq.ppo_run_dict(100)
     assert ppo["seed"] == 100 and ppo["runtime"]["total_updates"] == fq.ppo.total_updates
     assert ppo["runtime"]["steps_per_sample"] == fq.run_config().simic.env.max_epochs
+    assert ppo["simic"]["ppo"]["total_updates"] == PPOConfig().total_updates     # the schedules keep their horizon
 
 
 @pytest.mark.parametrize("tree, expected", [

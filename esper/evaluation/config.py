@@ -104,7 +104,8 @@ class SeedsConfig(BaseModel):
 class PPOBudget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    total_updates: int = Field(60, ge=1, description="PPO updates per training run (also simic.ppo.total_updates)")
+    total_updates: int = Field(60, ge=1, description="PPO updates per training run (runtime.total_updates; the "
+                               "schedules' horizon stays simic.ppo.total_updates)")
     envs: int = Field(4, ge=1, description="envs per update (runtime.envs_per_runner); each runs whole episodes")
     overrides: dict[str, Any] = Field(default_factory=dict, description="RunConfig override tree for the PPO "
                                       "training runs only (e.g. {simic: {ppo: {lr: 0.0005}}})")
@@ -166,8 +167,9 @@ class EvaluationConfig(BaseModel):
         sample), and `ppo.overrides`."""
         max_epochs = self._run.simic.env.max_epochs
         tree = _deep_merge(self.run, self.ppo.overrides)
+        # simic.ppo.total_updates (the lr/entropy schedules' horizon) is left to the PPO config: annealing to 0
+        # over the run itself learned less (docs/ablations/ppo-reference-check.md).
         tree = _deep_merge(tree, {"seed": int(ppo_seed),
-                                  "simic": {"ppo": {"total_updates": self.ppo.total_updates}},
                                   "runtime": {"policy": "ppo", "total_updates": self.ppo.total_updates,
                                               "envs_per_runner": self.ppo.envs, "steps_per_sample": max_epochs}})
         return config_to_dict(_run_config(tree, "ppo"))
