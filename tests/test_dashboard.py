@@ -24,17 +24,18 @@ from esper.runtime.actors import start_learner, start_runner
 from esper.runtime.coordinator import Coordinator, RunState
 
 run_dir, smoke = sys.argv[1], sys.argv[2]
-ray.init(address="local", num_cpus=2, include_dashboard=True, namespace="esper-dashboard-test")
+info = ray.init(address="local", num_cpus=2, include_dashboard=True, namespace="esper-dashboard-test")
+api = "http://" + info.dashboard_url          # this session's own: another Ray may run on the machine
 cfg = load_config(smoke, ["runtime.total_updates=2", "runtime.runners=1", f"storage.run_dir={run_dir}"])
 tree = config_to_dict(cfg)
 learner = start_learner(tree, run_dir, None, {"num_cpus": 1}, 0)
 runner = start_runner(0, tree, run_dir, 0, {"num_cpus": 1}, 0)
 summary = Coordinator(cfg, run_dir, [runner], learner, RunState()).run()
-actors = {a.name: a.repr_name for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)}
+actors = {a.name: a.repr_name for a in list_actors(address=api, filters=[("state", "=", "ALIVE")], detail=True)}
 want = {"update v1 -> v2", "sample v1 runner 0"}
 deadline = time.monotonic() + 30          # task events reach the state API asynchronously: poll, do not sleep
 while True:
-    tasks = sorted({t.name for t in list_tasks(detail=True, limit=1000)})
+    tasks = sorted({t.name for t in list_tasks(address=api, detail=True, limit=1000)})
     if want <= set(tasks) or time.monotonic() > deadline:
         break
     time.sleep(0.5)
