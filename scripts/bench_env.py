@@ -17,7 +17,7 @@ Prints one JSON line per figure (and writes them to --out):
   env_throughput    env-steps/s of one MorphogeneticEnv driven by the heuristic, and of VectorEnv
                     with K = 1, 2, 4 through the Sampler (no telemetry configured)
   final_test_acc    per (policy, seed) episode, then `accuracy_summary`: mean ± std per policy and the
-                    paired heuristic − static difference (same env seeds; see run_episodes.py)
+                    paired heuristic − static difference (same env seeds, esper.evaluation.run_episode)
 
 The figures are for the device given (CPU by default): on a GPU the train phase would be timed
 differently (asynchronous kernels); this script synchronises after each timed call when on CUDA.
@@ -42,10 +42,9 @@ from esper.simic import MorphogeneticEnv, SequentialEpisodes, VectorEnv, derive_
 from esper.simic.learning.sampler import Sampler
 from esper.nissa import configure_run_telemetry
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_episodes import run_policy  # noqa: E402
-
-from esper.stats import mean_std  # noqa: E402
+from esper.config import config_to_dict
+from esper.evaluation import Heuristic, Static, run_episode
+from esper.stats import mean_std, paired
 
 QUICK = ["tolaria.data.train_size=512", "tolaria.data.val_size=256", "tolaria.data.test_size=256",
          "tolaria.data.image_size=16"]
@@ -202,25 +201,24 @@ def bench_vector_env(cfg: RunConfig, ctx, seed: int, k: int, steps: int) -> dict
 
 # ------------------------------------------------------------------------------------------ accuracy
 def bench_accuracy(cfg: RunConfig, ctx, seeds: list[int], episodes: int, num_envs: int, out) -> None:
-    results = []
-    for seed in seeds:
-        for policy in ("static", "heuristic"):
-            def report(r):
-                emit({"figure": "final_test_acc", **r.row()}, out)
-            results += run_policy(cfg, ctx, policy, seed, episodes, num_envs, report)
-    summary = {"figure": "accuracy_summary", "seeds": seeds, "episodes_per_seed": episodes}
-    for policy in ("static", "heuristic"):
-        m, s = mean_std([r.summary.final_test_acc for r in results if r.policy == policy], ignore_nan=True)
-        summary[f"{policy}_test_acc_mean"], summary[f"{policy}_test_acc_std"] = round(m, 5), round(s, 5)
-    static = {(r.seed, r.summary.env_seed): r.summary.final_test_acc for r in results if r.policy == "static"}
-    diffs = [r.summary.final_test_acc - static[(r.seed, r.summary.env_seed)] for r in results
-             if r.policy == "heuristic"]
-    m, s = mean_std(diffs, ignore_nan=True)
-    summary.update({"paired_diff_heuristic_minus_static_mean": round(m, 5),
-                    "paired_diff_heuristic_minus_static_std": round(s, 5), "pairs": len(diffs),
-                    "heuristic_wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
-                    **{f"heuristic_seeds_{what}": sum(getattr(r.summary, f"seeds_{what}") for r in results
-                                                      if r.policy == "heuristic")
+    """Static and heuristic episodes on the same env seeds (esper.evaluation.run_episode): a paired design."""
+    run = config_to_dict(cfg)
+    env_seeds = [seed * 1000 + k for seed in seeds for k in range(episodes)]
+    results = {}
+    for name, controller in (("static", Static()), ("heuristic", Heuristic())):
+        results[name] = [run_episode(run, controller, s) for s in env_seeds]
+        for r in results[name]:
+            emit({"figure": "final_test_acc", "policy": name, **r.to_dict()}, out)
+    summary = {"figure": "accuracy_summary", "seeds": seeds, "episodes_per_seed": episodes, "env_seeds": env_seeds}
+    for name, recs in results.items():
+        m, s = mean_std([r.final_test_acc for r in recs], ignore_nan=True)
+        summary[f"{name}_test_acc_mean"], summary[f"{name}_test_acc_std"] = round(m, 5), round(s, 5)
+    cmp = paired([r.final_test_acc for r in results["heuristic"]], [r.final_test_acc for r in results["static"]],
+                 a="heuristic", b="static")
+    summary.update({"paired_diff_heuristic_minus_static_mean": round(cmp.diff_mean, 5),
+                    "paired_diff_heuristic_minus_static_std": round(cmp.diff_std, 5), "pairs": cmp.n,
+                    "heuristic_wins": cmp.wins, "ties": cmp.ties,
+                    **{f"heuristic_seeds_{what}": sum(getattr(r, f"seeds_{what}") for r in results["heuristic"])
                        for what in ("germinated", "fossilized", "culled")}})
     emit(summary, out)
 
