@@ -4,7 +4,8 @@ validation accuracy (configs/evaluate/synthetic_cpu.yaml; no evaluation seed is 
     OMP_NUM_THREADS=1 python docs/ablations/runtime_gap.py 103 inproc
     OMP_NUM_THREADS=1 python docs/ablations/runtime_gap.py 103 runtime
 """
-import json, sys, tempfile
+import sys
+import tempfile
 from esper.evaluation import load_evaluation_config, InProcessExecutor, Checkpoint, run_episode
 from esper.config import load_config
 cfg = load_evaluation_config("configs/evaluate/synthetic_cpu.yaml")

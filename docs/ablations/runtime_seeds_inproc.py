@@ -3,7 +3,8 @@ scored greedily on the training seeds' validation accuracy: reproduces the runti
 
     OMP_NUM_THREADS=1 python docs/ablations/runtime_seeds_inproc.py 103
 """
-import sys, tempfile
+import sys
+import tempfile
 from esper.config import load_config
 from esper.evaluation import load_evaluation_config, Checkpoint, run_episode
 from esper.evaluation.episode import context_for
