@@ -13,61 +13,32 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable, Sequence
 
 
-def _run(argv: list[str]) -> int:
-    from esper.launch import main
-
-    return main(argv)
-
-
-def _pretrain(argv: list[str]) -> int:
-    from esper.pretrain import main
-
-    return main(argv)
-
-
-def _grow(argv: list[str]) -> int:
-    from esper.grow import main
-
-    return main(argv)
-
-
-def _evaluate(argv: list[str]) -> int:
-    from esper.runtime.evaluate import main
-
-    return main(argv)
-
-
-def _tune(argv: list[str]) -> int:
-    from esper.runtime.tune import main
-
-    return main(argv)
-
-
-def _report(argv: list[str]) -> int:
-    from esper.nissa.report import main
-
-    return main(argv)
-
-
-def _export(argv: list[str]) -> int:
-    from esper.nissa.export import main
-
-    return main(argv)
+def _delegate(module: str) -> Callable[[list[str]], int]:
+    """A command whose arguments go, untouched, to `module.main` (imported only when the command runs)."""
+    def run(argv: list[str]) -> int:
+        return importlib.import_module(module).main(argv)
+    return run
 
 
 # Commands that hand their arguments, untouched, to another module's own parser.
 DELEGATES: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "run": (_run, "start or resume a run (python -m esper.launch; see `esper run --help`)"),
-    "pretrain": (_pretrain, "pretrain Tamiyo offline with IQL on transition telemetry (for `esper run --init-from`)"),
-    "grow": (_grow, "run episodes with a controller and save the grown networks (esper.grow; see `esper grow --help`)"),
-    "evaluate": (_evaluate, "the evaluation protocol on Ray: frontier, schedules, heuristic, PPO (`esper evaluate --help`)"),
-    "tune": (_tune, "sweep config keys with Ray Tune, scored on training seeds' validation accuracy (`esper tune --help`)"),
-    "report": (_report, "plots and report.md for a run directory (python -m esper.nissa.report)"),
-    "export": (_export, "telemetry to Parquet, one file per event type (python -m esper.nissa.export)"),
+    "run": (_delegate("esper.launch"), "start or resume a run (python -m esper.launch; see `esper run --help`)"),
+    "pretrain": (_delegate("esper.pretrain"),
+                 "pretrain Tamiyo offline with IQL on transition telemetry (for `esper run --init-from`)"),
+    "grow": (_delegate("esper.grow"),
+             "run episodes with a controller and save the grown networks (esper.grow; see `esper grow --help`)"),
+    "evaluate": (_delegate("esper.runtime.evaluate"),
+                 "the evaluation protocol on Ray: frontier, schedules, heuristic, PPO (`esper evaluate --help`)"),
+    "tune": (_delegate("esper.runtime.tune"),
+             "sweep config keys with Ray Tune, scored on training seeds' validation accuracy (`esper tune --help`)"),
+    "report": (_delegate("esper.nissa.report"), "plots and report.md for a run directory (python -m esper.nissa.report)"),
+    "export": (_delegate("esper.nissa.export"),
+               "telemetry to Parquet, one file per event type (python -m esper.nissa.export)"),
 }
 
 

@@ -120,8 +120,9 @@ class ResultStore:
             return None
         return {**entry, "checkpoint": ckpt, "run_dir": str(self.root / entry["run_dir"])}
 
-    def put_ppo(self, run_config: dict, ppo_seed: int, executor: str, checkpoint: str) -> dict:
-        d = self.ppo_dir(run_config, ppo_seed, executor)
+    def put_ppo(self, run_config: dict, ppo_seed: int, executor: str, checkpoint: str, run_dir: Path) -> dict:
+        """Record a finished run; `run_dir` is the folder `ppo_dir` gave before training (one key, computed once)."""
+        d = Path(run_dir)
         entry = {"key": ppo_key(run_config, ppo_seed, executor), "ppo_seed": int(ppo_seed), "executor": executor,
                  "checkpoint": os.path.relpath(checkpoint, self.root), "sha256": file_sha256(checkpoint),
                  "run_dir": os.path.relpath(d, self.root), "run_sha256": _hash(run_config), "code": code_version()}
@@ -192,7 +193,7 @@ class StoredExecutor:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = self.executor.train_ppo(run_config, ppo_seed, str(run_dir))
         self.trained += 1
-        entry = self.store.put_ppo(run_config, ppo_seed, self.name, checkpoint)
+        entry = self.store.put_ppo(run_config, ppo_seed, self.name, checkpoint, run_dir)
         self._tick(f"PPO seed {ppo_seed} trained")
         return entry
 
