@@ -613,3 +613,16 @@ def test_with_auto_advance_the_gates_move_seeds_and_the_agent_cannot_advance(spl
         done, t = term or trunc, t + 1
     assert S.BLENDING in stages and info["esper_episode"].seeds_fossilized == 1    # no ADVANCE was ever chosen
     assert info["esper_episode"].actions == {"GERMINATE": 1, "WAIT": MAX_EPOCHS - 1}
+
+
+def test_with_agent_culls_off_cull_is_masked_and_refused(splits):
+    ctx = _ctx(splits, TINY_LIFE.model_copy(update=RELAXED), auto_advance=True, agent_culls=False)
+    env = MorphogeneticEnv(ctx)
+    env.reset(seed=3)
+    env.step(ctx.space.encode(Action(K.GERMINATE, 1, "conv_enhance")))
+    assert env.core.model.slots[1].stage in (S.GERMINATED, S.TRAINING)          # a live seed to cull
+    mask = env.action_masks()
+    assert not mask[ctx.space.cull_start:ctx.space.cull_start + ctx.space.num_slots].any()
+    assert mask[0] and mask[ctx.space.encode(Action(K.GERMINATE, 0, "conv_enhance"))]   # WAIT, other slots stay
+    with pytest.raises(IllegalActionError, match="illegal action"):
+        env.step(ctx.space.encode(Action(K.CULL, 1)))

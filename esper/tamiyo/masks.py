@@ -8,10 +8,11 @@ import numpy as np
 from esper.leyline import ADVANCEABLE_STAGES, LIVE_STAGES, ActionSpace, SeedStage
 
 
-def action_mask(stages: Sequence[SeedStage], space: ActionSpace, agent_advances: bool = True) -> np.ndarray:
+def action_mask(stages: Sequence[SeedStage], space: ActionSpace, agent_advances: bool = True,
+                agent_culls: bool = True) -> np.ndarray:
     """Boolean mask over the flat action space: WAIT always; GERMINATE into a DORMANT slot;
     ADVANCE from TRAINING/SHADOWING/PROBATIONARY (unless the gates advance seeds themselves:
-    `agent_advances=False`); CULL any live seed."""
+    `agent_advances=False`); CULL any live seed (unless `agent_culls=False`)."""
     if len(stages) != space.num_slots:
         raise ValueError(f"{len(stages)} slot stages for an action space of {space.num_slots} slots")
     mask = np.zeros(space.n, dtype=bool)
@@ -23,7 +24,7 @@ def action_mask(stages: Sequence[SeedStage], space: ActionSpace, agent_advances:
             mask[start:start + nb] = True
         if agent_advances and stage in ADVANCEABLE_STAGES:
             mask[space.advance_start + s] = True
-        if stage in LIVE_STAGES:
+        if agent_culls and stage in LIVE_STAGES:
             mask[space.cull_start + s] = True
     return mask
 

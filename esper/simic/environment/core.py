@@ -152,7 +152,7 @@ class EnvCore:
 
     def action_mask(self) -> np.ndarray:
         return action_mask([s.stage for s in self.model.slots], self.ctx.space,
-                           agent_advances=not self.ctx.env.auto_advance)
+                           agent_advances=not self.ctx.env.auto_advance, agent_culls=self.ctx.env.agent_culls)
 
     def fossil_count(self) -> int:
         return sum(len(s.fossils) for s in self.model.slots)
