@@ -63,3 +63,13 @@ def test_a_bad_evaluation_config_is_refused_before_ray_starts(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "esper.cli", "evaluate", "--config", str(config)], cwd=ROOT,
                           env=launch_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Ray" not in proc.stdout, proc.stderr
+
+
+def test_a_transfer_source_without_results_is_refused_before_ray_starts(tmp_path):
+    config = tmp_path / "target.yaml"
+    config.write_text(yaml.safe_dump({**TASK, "task": "target", "transfer": ["tiny"]}))
+    proc = subprocess.run([sys.executable, "-m", "esper.cli", "evaluate", "--config", str(config),
+                           "--results", str(tmp_path / "results")], cwd=ROOT, env=launch_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Ray" not in proc.stdout, proc.stderr
+    assert "transfer from 'tiny'" in proc.stderr and "evaluate it first" in proc.stderr

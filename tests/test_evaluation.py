@@ -343,3 +343,23 @@ def test_quick_mode_merges_the_quick_section_and_says_so(tmp_path):
     assert quick.is_quick and quick.folder == "tiny-quick" and quick.seeds.eval == [1000, 1001]
     assert full.seeds.eval == [1000, 1001, 1002] and not full.is_quick
     assert evaluation_config_from_tree(tree, quick=True).seeds.eval == [1000, 1001]
+
+
+def test_another_tasks_policies_run_zero_shot_as_their_own_rows(tmp_path, isolated_hub):
+    source = {**TINY_TASK, "seeds": {**TINY_TASK["seeds"], "ppo": [100]}}
+    target = evaluation_config_from_tree({**source, "task": "tiny-target", "transfer": ["tiny"]})
+    with pytest.raises(ControllerError, match="'tiny' has no results .* run esper evaluate on that task first"):
+        evaluate(target, Counting(), tmp_path)            # refused before any episode runs
+    assert not (tmp_path / "tiny-target").exists()
+    evaluate(evaluation_config_from_tree(source), InProcessExecutor(), tmp_path)
+    res = evaluate(target, InProcessExecutor(), tmp_path)
+    rows = {c["controller"]: c for c in res["controllers"]}
+    assert rows["zero-shot-tiny-s100"]["role"] == "PPO zero-shot from tiny" and rows["zero-shot-tiny-s100"]["n"] == 2
+    assert "zero-shot-tiny-mean" in rows
+    src_ckpt = json.loads((tmp_path / "tiny" / "results.json").read_text())["ppo"]["runs"][0]["sha256"]
+    assert res["transfer"]["tiny"][0]["sha256"] == src_ckpt                  # the very policy trained there
+    pairs = {(c["a"], c["b"]) for c in res["comparisons"] if c["group"] == "zero-shot"}
+    assert ("zero-shot-tiny-mean", "ppo-mean") in pairs and ("zero-shot-tiny-mean", "heuristic") in pairs
+    assert "zero-shot-tiny-mean" in (tmp_path / "tiny-target" / "results.md").read_text()
+    with pytest.raises(EvaluationConfigError, match="transfer"):
+        evaluation_config_from_tree({**source, "transfer": ["tiny", "tiny"]})

@@ -120,6 +120,9 @@ class EvaluationConfig(BaseModel):
     schedules: ScheduleGridConfig = ScheduleGridConfig()
     seeds: SeedsConfig = SeedsConfig()
     ppo: PPOBudget = PPOBudget()
+    transfer: list[str] = Field(default_factory=list, description="other tasks (their task names) whose PPO "
+                                "policies are also run here zero-shot, each as its own rows; read from their results "
+                                "folders beside this one (the -quick ones in quick mode), so evaluate them first")
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides of this tree for --quick")
 
     _run: RunConfig = PrivateAttr()
@@ -130,6 +133,15 @@ class EvaluationConfig(BaseModel):
     def _task(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", v):
             raise ValueError(f"must be letters, digits, '-' or '_' (it names a folder), got {v!r}")
+        return v
+
+    @field_validator("transfer")
+    @classmethod
+    def _transfer(cls, v: list[str]) -> list[str]:
+        for name in v:
+            cls._task(name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"must be distinct task names, got {v}")
         return v
 
     @model_validator(mode="after")
@@ -153,7 +165,11 @@ class EvaluationConfig(BaseModel):
     @property
     def folder(self) -> str:
         """The results folder: the task name, with -quick for the quick variant (never mixed with the full)."""
-        return f"{self.task}-quick" if self._is_quick else self.task
+        return self.folder_of(self.task)
+
+    def folder_of(self, task: str) -> str:
+        """Where `task`'s results are in this config's mode (a transfer source's folder)."""
+        return f"{task}-quick" if self._is_quick else task
 
     def run_config(self) -> RunConfig:
         return self._run

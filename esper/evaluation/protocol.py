@@ -15,6 +15,9 @@ On one task (an `EvaluationConfig`), in order:
    comparisons of each PPO seed and of the PPO mean against the heuristic, the best schedule and the
    reference static host; written by `results.write_task_results` to RESULTS_DIR/<folder>/.
 
+With `transfer`, the PPO policies another task's evaluation trained also run on the evaluation seeds in
+step 4, zero-shot (`transfer`), and their mean is compared like PPO's and against this task's PPO.
+
 The test split is read only to score: no decision, reward or selection sees it. Every finished job
 is kept in the result store (`store`), so a second call does only what is missing — nothing, if
 nothing changed — and a changed config, source file or checkpoint gets new keys.
@@ -37,6 +40,7 @@ from esper.evaluation.frontier import Frontier, frontier_widths, margins, seed_f
 from esper.evaluation.results import read_learning_curve, write_task_results
 from esper.evaluation.schedules import schedule_grid, select_best
 from esper.evaluation.store import Progress, ResultStore, StoredExecutor, code_version
+from esper.evaluation.transfer import transfer_controllers
 
 
 def resolve_config(task_config: EvaluationConfig | str | Path, quick: bool = False) -> EvaluationConfig:
@@ -64,8 +68,11 @@ def evaluate(task_config: EvaluationConfig | str | Path, executor: Executor, res
     grid = schedule_grid(run_cfg.kasmina, run_cfg.simic.env.max_epochs, cfg.schedules.germinate_at,
                          cfg.schedules.blueprints, cfg.schedules.slots)
     heuristic = Heuristic()
+    zero_shot = {src: transfer_controllers(task_dir.parent / cfg.folder_of(src), run_cfg.kasmina, src)
+                 for src in cfg.transfer}           # before any work: a missing source is an error now
+    n_zero_shot = sum(len(v) for v in zero_shot.values())
     E = len(evals)
-    ex.expect(len(statics) * E + len(grid) * len(train) + E + E + len(ppo_seeds) * (1 + E))
+    ex.expect(len(statics) * E + len(grid) * len(train) + E + E + len(ppo_seeds) * (1 + E) + n_zero_shot * E)
 
     # 1. frontier, schedule family (training seeds), heuristic
     first = ([Job(run, c, s) for c in statics for s in evals] + [Job(run, c, s) for c in grid for s in train]
@@ -88,14 +95,16 @@ def evaluate(task_config: EvaluationConfig | str | Path, executor: Executor, res
                          "sha256": entry["sha256"], "learning_curve": read_learning_curve(
                              os.path.join(entry["run_dir"], LEARNING_CURVE_FILE))})
 
-    # 4. best schedule and PPO (greedy) on the evaluation seeds
-    second = [Job(run, best, s) for s in evals] + [Job(run, c, s) for c in ppo_ctrls for s in evals]
+    # 4. best schedule, PPO (greedy) and other tasks' PPO (zero-shot) on the evaluation seeds
+    transferred = [c for ctrls in zero_shot.values() for c in ctrls]
+    second = [Job(run, c, s) for c in [best] + ppo_ctrls + transferred for s in evals]
     second_recs = ex.run_episodes(second)
-    best_recs, ppo_recs = second_recs[:E], second_recs[E:]
+    n_ppo = len(ppo_ctrls) * E
+    best_recs, ppo_recs, zero_shot_recs = second_recs[:E], second_recs[E:E + n_ppo], second_recs[E + n_ppo:]
 
     # 5. numbers
     frontiers = seed_frontiers(static_recs)
-    all_eval = static_recs + heuristic_recs + ppo_recs
+    all_eval = static_recs + heuristic_recs + ppo_recs + zero_shot_recs
     best_name = f"best schedule ({best.name})"
 
     def rows(recs, name):
@@ -115,11 +124,21 @@ def evaluate(task_config: EvaluationConfig | str | Path, executor: Executor, res
         table.append(summarize(c.name, "PPO (greedy)", by_name[c.name], checkpoint=c.to_dict()))
     by_name["ppo-mean"] = mean_rows([by_name[c.name] for c in ppo_ctrls])
     table.append(summarize("ppo-mean", "PPO, mean over training seeds", by_name["ppo-mean"]))
+    zero_shot_means = []
+    for src, ctrls in zero_shot.items():
+        for c in ctrls:
+            by_name[c.name] = rows(zero_shot_recs, c.name)
+            table.append(summarize(c.name, f"PPO zero-shot from {src}", by_name[c.name], checkpoint=c.to_dict()))
+        mean_name = f"zero-shot-{src}-mean"
+        by_name[mean_name] = mean_rows([by_name[c.name] for c in ctrls])
+        table.append(summarize(mean_name, f"PPO zero-shot from {src}, mean over training seeds", by_name[mean_name]))
+        zero_shot_means.append(mean_name)
 
     comparisons = []
-    for a in [c.name for c in ppo_ctrls] + ["ppo-mean"]:
-        group = "pooled" if a == "ppo-mean" else "per PPO seed"
-        for b in ("heuristic", best_name, "static"):
+    groups = {**{c.name: "per PPO seed" for c in ppo_ctrls}, "ppo-mean": "pooled",
+              **{m: "zero-shot" for m in zero_shot_means}}
+    for a, group in groups.items():
+        for b in ("heuristic", best_name, "static") + (("ppo-mean",) if group == "zero-shot" else ()):
             comparisons.append(compare(a, by_name[a], b, by_name[b], group=group))
     mean_frontier = Frontier.from_points([(t["training_flops_mean"], t["final_test_acc_mean"]) for t in table
                                           if t["role"] == "static (frontier)"])
@@ -139,6 +158,7 @@ def evaluate(task_config: EvaluationConfig | str | Path, executor: Executor, res
                      "margins": "per evaluation seed, against that seed's static hosts"},
         "selection": selection.to_dict(),
         "ppo": {"budget": cfg.ppo.model_dump(mode="json"), "runs": ppo_runs},
+        "transfer": {src: [c.to_dict() for c in ctrls] for src, ctrls in zero_shot.items()},
         "controllers": table, "comparisons": comparisons,
         "records": {"evaluation": [r.to_dict() for r in all_eval + best_recs],
                     "selection": [r.to_dict() for r in family_recs]},

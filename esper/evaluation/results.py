@@ -85,8 +85,10 @@ def plot_accuracy_vs_flops(results: dict[str, Any], path: Path) -> bool:
         ax.annotate(f"×{r['width']['ratio']:.2g} params", (r["training_flops_mean"], r["final_test_acc_mean"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=7, color="0.35")
     styles = {"heuristic": ("s", "#dd8452"), "best schedule": ("D", "#55a868"), "PPO (greedy)": ("o", "#8fa9d6"),
-              "PPO, mean over training seeds": ("*", "#4c72b0")}
+              "PPO, mean over training seeds": ("*", "#4c72b0"), "PPO zero-shot": ("P", "#8172b3")}
     for r in rows:
+        if r["role"].startswith("PPO zero-shot") and "mean" not in r["role"]:
+            continue            # only the zero-shot mean: its per-seed points would crowd the plot
         style = next((v for k, v in styles.items() if r["role"].startswith(k)), None)
         if style is None:
             continue

@@ -127,6 +127,19 @@ class Bar:
         self.stream.flush()
 
 
+def _missing_transfer_sources(configs: list, results: Path) -> str | None:
+    """A transfer source must be evaluated already (its results.json) or earlier in this same command."""
+    planned: set[str] = set()
+    for cfg in configs:
+        for src in cfg.transfer:
+            if src not in planned and not (results / cfg.folder_of(src) / "results.json").is_file():
+                return (f"{cfg.task}: transfer from {src!r} needs that task's results in "
+                        f"{results / cfg.folder_of(src)}; evaluate it first (same --results), or in the same "
+                        f"command before this one")
+        planned.add(cfg.task)
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esper evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         configs = [load_evaluation_config(p if Path(p).exists() else root / p, quick=args.quick) for p in paths]
     except (EvaluationConfigError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    missing = _missing_transfer_sources(configs, Path(args.results))
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     _, how = connect(args.address, "esper-evaluate", num_cpus=args.num_cpus, include_dashboard=False)
     print(f"[evaluate] Ray: {how}; {ray.cluster_resources().get('CPU', 0):g} CPU(s)", flush=True)
