@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--envs", type=int, default=4)
     p.add_argument("--ppo-seeds", type=int, nargs="+", default=[100, 101, 102])
     p.add_argument("--out", help="append the JSON lines to this file")
+    p.add_argument("--keep", help="copy each PPO seed's final checkpoint into this folder (ppo-s<SEED>.pt)")
     args = p.parse_args(argv)
 
     task = load_evaluation_config(args.task, quick=args.quick)
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = ex.train_ppo(ppo_run, seed, d)
             curve = json.loads((Path(d) / "learning_curve.json").read_text())["updates"]
             ctrl = Checkpoint.load(ckpt, run_cfg.kasmina, name=f"ppo-s{seed}")
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(ckpt, Path(args.keep) / f"ppo-s{seed}.pt")
             recs = [run_episode(ppo_run, ctrl, s) for s in train_seeds]
         vals = [r.final_val_acc for r in recs]
         tail = curve[-max(1, len(curve) // 5):]
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed.append(vals)
         emit({"name": args.name, "ppo_seed": seed, "val_acc_mean": mean_std(vals)[0], "val_acc": vals,
               "fossilized": sum(r.seeds_fossilized for r in recs), "germinated": sum(r.seeds_germinated for r in recs),
+              "culled": sum(r.seeds_culled for r in recs),
               "ev_last_fifth": sum(ev) / len(ev) if ev else None, "entropy_end": curve[-1]["entropy"],
               "minutes": round((time.perf_counter() - t0) / 60, 2)})
     mean_ppo = [sum(v[i] for v in per_seed) / len(per_seed) for i in range(len(train_seeds))]
