@@ -49,18 +49,24 @@ class Plan:
         return PlanPolicy(ctx.space, dict(self.steps), ctx.max_epochs, ctx.schema.index("epoch_frac"))
 
 
-cfg = load_evaluation_config(sys.argv[1])
-run = cfg.run_dict()
-assert cfg.run_config().simic.env.auto_advance, "the plans rely on the gates advancing seeds"
 CE = "conv_enhance"
-plans = [((1, (1, CE)),), ((3, (2, CE)),),                                   # single seeds (family members)
-         ((1, (1, CE)), (2, (2, CE))), ((1, (2, CE)), (2, (1, CE))), ((1, (1, CE)), (2, (0, CE))),
-         ((0, (1, CE)), (1, (2, CE)), (2, (0, CE)))]
-for steps in plans:
-    plan = Plan(steps)
-    recs = [run_episode(run, plan, s) for s in cfg.seeds.train]
-    vals = [r.final_val_acc for r in recs]
-    print(json.dumps({"task": cfg.task, "plan": plan.name, "train_seeds": list(cfg.seeds.train), "val_acc": vals,
-                      "mean": sum(vals) / len(vals), "fossilized": [r.seeds_fossilized for r in recs],
-                      "params_added": [r.params_added for r in recs]}),
-          flush=True)
+PLANS = [Plan(steps) for steps in (
+    ((1, (1, CE)),), ((3, (2, CE)),),                                  # single seeds (family members)
+    ((1, (1, CE)), (2, (2, CE))), ((1, (2, CE)), (2, (1, CE))), ((1, (1, CE)), (2, (0, CE))),
+    ((0, (1, CE)), (1, (2, CE)), (2, (0, CE))))]
+
+
+def main(path: str) -> None:
+    cfg = load_evaluation_config(path)
+    run = cfg.run_dict()
+    assert cfg.run_config().simic.env.auto_advance, "the plans rely on the gates advancing seeds"
+    for plan in PLANS:
+        recs = [run_episode(run, plan, s) for s in cfg.seeds.train]
+        vals = [r.final_val_acc for r in recs]
+        print(json.dumps({"task": cfg.task, "plan": plan.name, "train_seeds": list(cfg.seeds.train), "val_acc": vals,
+                          "mean": sum(vals) / len(vals), "fossilized": [r.seeds_fossilized for r in recs],
+                          "params_added": [r.params_added for r in recs]}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
