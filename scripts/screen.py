@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         emit({"name": args.name, "ppo_seed": seed, "val_acc_mean": mean_std(vals)[0], "val_acc": vals,
               "fossilized": sum(r.seeds_fossilized for r in recs), "germinated": sum(r.seeds_germinated for r in recs),
               "culled": sum(r.seeds_culled for r in recs),
+              "training_flops": mean_std([float(r.training_flops) for r in recs])[0],
               "ev_last_fifth": sum(ev) / len(ev) if ev else None, "entropy_end": curve[-1]["entropy"],
               "minutes": round((time.perf_counter() - t0) / 60, 2)})
     mean_ppo = [sum(v[i] for v in per_seed) / len(per_seed) for i in range(len(train_seeds))]

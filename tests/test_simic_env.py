@@ -317,6 +317,24 @@ def test_compute_reward_components():
                          params_added_frac=0.0, phi_prev=0.3, phi_next=0.5, terminal=True)
     assert end.shaping == pytest.approx(-0.3)                          # Φ(terminal) = 0
     assert end.terminal == pytest.approx(3 * 0.6)
+    priced = compute_reward(cfg.model_copy(update={"flops_rent": 0.1}), gamma=0.9, prev_val_acc=0.5, val_acc=0.55,
+                            fossilized_contributions=[], params_added_frac=0.4, phi_prev=0.0, phi_next=0.0,
+                            terminal=False, extra_flops_frac=2.5)
+    assert priced.rent == pytest.approx(-0.02 - 0.25)                  # parameters and compute, one component
+
+
+def test_the_flops_rent_charges_a_seeds_extra_training_compute(splits):
+    ctx = _ctx(splits, TINY_LIFE.model_copy(update=RELAXED), auto_advance=True,
+               reward=RewardConfig(param_rent=0.0, flops_rent=1.0))
+    env = MorphogeneticEnv(ctx)
+    env.reset(seed=3)
+    _, _, _, _, info = env.step(0)
+    assert info["reward_components"]["rent"] == 0.0                     # the bare host: nothing extra
+    env.step(ctx.space.encode(Action(K.GERMINATE, 1, "conv_enhance")))
+    _, _, _, _, info = env.step(0)                                      # the seed trains from its first TRAINING step
+    extra = env.core.step_train_flops / env.core.host_train_flops - 1.0
+    assert env.core.model.slots[1].stage is S.TRAINING
+    assert extra > 0 and info["reward_components"]["rent"] == pytest.approx(-extra)
 
 
 def test_reward_components_sum_and_shaping_telescopes(ctx_relaxed):

@@ -16,6 +16,8 @@ class RewardConfig(BaseModel):
     acc_gain_weight: float = Field(10.0, description="× change in validation accuracy this step")
     contribution_weight: float = Field(2.0, description="× counterfactual contribution of each active seed")
     param_rent: float = Field(0.05, ge=0, description="per step, × (params added / host params)")
+    flops_rent: float = Field(0.0, ge=0, description="per step, × (this step's training FLOPs / the bare host's − 1): "
+                              "compute priced as the static frontier measures it (docs/ablations/flops-rent.md)")
     shaping_weight: float = Field(0.1, ge=0, description="scale of the potential over seed stages (shaped with PPO's gamma)")
     terminal_weight: float = Field(10.0, description="× final validation accuracy, on the last step")
 

@@ -121,6 +121,8 @@ class EnvCore:
             torch.manual_seed(derive_seed(seed, 0))
             model = build_model(ctx.kasmina, ctx.data.input_shape)
         self.model = model.to(ctx.device, memory_format=ctx.data.memory_format)
+        self.host_train_flops = ctx.flops.train_flops(self.model, ctx.tolaria.training.batch_size)   # no seeds yet
+        self.step_train_flops = self.host_train_flops
         life = ctx.kasmina.lifecycle
         self.collector = GradientCollector(self.model, life.grad_vanish_threshold, life.grad_explode_threshold)
         self.trainer = HostTrainer(self.model, ctx.tolaria.training, self.collector)
@@ -195,8 +197,8 @@ class EnvCore:
         with self.timer("governor_snapshot"):
             self.governor.snapshot(self.model, self.trainer.host_opt)
         # The step's training runs on the architecture the action just made (a cached count: no device work).
-        self.compute.add_training(self.ctx.flops.train_flops(self.model, self.ctx.tolaria.training.batch_size),
-                                  batches=self.batches_per_step)
+        self.step_train_flops = self.ctx.flops.train_flops(self.model, self.ctx.tolaria.training.batch_size)
+        self.compute.add_training(self.step_train_flops, batches=self.batches_per_step)
 
     def _advance(self, index: int, record_refusal: bool) -> None:
         slot = self.model.slots[index]
@@ -287,7 +289,8 @@ class EnvCore:
         reward = compute_reward(ctx.env.reward, gamma=ctx.gamma, prev_val_acc=prev_val_acc, val_acc=sig.val_acc,
                                 fossilized_contributions=self.fossilized_contributions,
                                 params_added_frac=model.params_added() / model.host_param_count,
-                                phi_prev=self.phi, phi_next=phi_next, terminal=terminal)
+                                phi_prev=self.phi, phi_next=phi_next, terminal=terminal,
+                                extra_flops_frac=self.step_train_flops / self.host_train_flops - 1.0)
         self.phi = phi_next
         self.episode_return += reward.total
         with self.timer("signals"):

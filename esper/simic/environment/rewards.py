@@ -4,6 +4,7 @@
   contribution  w_contr · Σ contribution of seeds fossilized this step   credit for the seed's own effect,
                 paid once when it is kept (a per-step payment would reward never fossilizing)
   rent          −w_rent · params_added / host_params                   every step
+                − w_flops · (step training FLOPs / bare host's − 1)     (compute, as the frontier prices it)
   shaping       γ·Φ(s') − Φ(s), Φ = w_shape · Σ stage potentials + fossils; Φ(terminal) = 0   (Ng et al. 1999)
   terminal      w_term  · final val_acc                                 last step only
 """
@@ -42,12 +43,12 @@ def potential(stages: Sequence[SeedStage], fossils: int, cfg: RewardConfig) -> f
 
 def compute_reward(cfg: RewardConfig, *, gamma: float, prev_val_acc: float, val_acc: float,
                    fossilized_contributions: Sequence[float], params_added_frac: float, phi_prev: float,
-                   phi_next: float, terminal: bool) -> RewardBreakdown:
+                   phi_next: float, terminal: bool, extra_flops_frac: float = 0.0) -> RewardBreakdown:
     phi_next = 0.0 if terminal else phi_next
     return RewardBreakdown(
         acc_gain=cfg.acc_gain_weight * (val_acc - prev_val_acc),
         contribution=cfg.contribution_weight * float(sum(fossilized_contributions)),
-        rent=-cfg.param_rent * params_added_frac,
+        rent=-cfg.param_rent * params_added_frac - cfg.flops_rent * extra_flops_frac,
         shaping=gamma * phi_next - phi_prev,
         terminal=cfg.terminal_weight * val_acc if terminal else 0.0,
     )
