@@ -37,8 +37,8 @@ class EnvConfig(BaseModel):
                                "does so if its gate passes, and ADVANCE is masked; the agent chooses where, what "
                                "and when to germinate, and when to cull")
     agent_culls: bool = Field(True, description="False masks CULL: the agent only chooses where, what and when to "
-                              "germinate; a seed leaves only by its gates (G1 culls, the others hold it back) or as a "
-                              "fossil (docs/ablations/agent-culls.md)")
+                              "germinate; a seed leaves only by its gates (G1 culls, the others hold it back), the "
+                              "governor (a diverging seed) or as a fossil (docs/ablations/agent-culls.md)")
     reward: RewardConfig = RewardConfig()
     governor: GovernorConfig = GovernorConfig()
 
